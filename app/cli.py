@@ -1,0 +1,177 @@
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from app import policies, target
+from app.export import ExportError, export
+from app.knobs import KnobError
+from app.loop import RunError, synthesize
+from app.model import ModelError, locate
+from app.progress import Progress
+from app.readonly import TamperError
+from app.run import ActiveRun, Options, create, reopen
+from app.store import Store, StoreError
+from app.views import rounds_table, runs_table
+
+ERRORS = (target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser().print_help()
+        return 0
+    try:
+        return args.handler(args)
+    except ERRORS as e:
+        print(f"atelier: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, target.TargetError | ModelError) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atelier", description="Synthesize a bespoke LLM serving stack for a target.")
+    sub = p.add_subparsers(metavar="COMMAND")
+    run = _command(sub, "run", cmd_run, "start a synthesis run on a target (a bundled name or a folder)")
+    run.add_argument("target")
+    run.add_argument("--policy", choices=policies.names(), help="outer-loop policy (default: tuner without an LLM)")
+    _limits(run)
+    resume = _command(sub, "resume", cmd_resume, "carry on an interrupted run from its last accepted round")
+    resume.add_argument("run")
+    _limits(resume)
+    _command(sub, "runs", cmd_runs, "list runs")
+    show = _command(sub, "show", cmd_show, "a run's rounds, with metric and ratio to baseline")
+    show.add_argument("run")
+    exp = _command(sub, "export", cmd_export, "write a run's best accepted stack as a standalone folder")
+    exp.add_argument("run")
+    exp.add_argument("--to", required=True, type=Path, dest="dest")
+    val = _command(sub, "validate", cmd_validate, "check a target bundle; exit 2 with every problem named")
+    val.add_argument("target")
+    _command(sub, "targets", cmd_targets, "list the bundled targets")
+    _command(sub, "skills", cmd_skills, "list the skills library and check every SKILL.md")
+    return p
+
+
+def _command(sub, name, handler, help):
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-rounds", type=int, help="stop after this many rounds (default 12)")
+    p.add_argument("--max-minutes", type=float, help="stop after this much time in rounds (default 60)")
+    p.add_argument("--plateau", type=int, help="stop after this many rounds without a gain (default 4)")
+    p.add_argument("--verbose", action="store_true", help="stream checker and benchmark output")
+
+
+def _overrides(args, options: Options) -> Options:
+    for key in ("max_rounds", "max_minutes", "plateau"):
+        if getattr(args, key) is not None:
+            setattr(options, key, getattr(args, key))
+    return options
+
+
+def cmd_run(args) -> int:
+    t = target.load(args.target)
+    locate(t.model, t.dir)
+    if args.policy is None:
+        print("atelier: no LLM endpoint configured: using the offline tuner (--policy tuner)")
+    options = _overrides(args, Options(policy=args.policy or "tuner"))
+    policy = policies.load(options.policy)
+    store = Store()
+    print(f"atelier: preparing the model for {t.name}…")
+    active = create(t, options, store)
+    print(f"atelier: run {active.id} in {active.dir}")
+    return _drive(active, policy, args)
+
+
+def cmd_resume(args) -> int:
+    store = Store()
+    active = reopen(args.run, store)
+    _overrides(args, active.options)
+    store.update_run(active.id, options=active.options.to_json())
+    print(f"atelier: resuming {active.id} from commit {active.workspace.head[:12]}")
+    return _drive(active, policies.load(active.options.policy), args)
+
+
+def _drive(active: ActiveRun, policy, args) -> int:
+    active.progress = Progress(verbose=args.verbose)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        synthesize(active, policy)
+    except KeyboardInterrupt:
+        for r in active.store.rounds(active.id):
+            if r.status == "running":
+                active.store.end_round(active.id, r.n, "interrupted", "stopped by the user")
+        active.workspace.reset(active.record.best_commit or active.workspace.head)
+        active.update(status="interrupted")
+        active.say(None, "stop", f"interrupted; carry on with: atelier resume {active.id}")
+        return 130
+    except ERRORS as e:
+        active.update(status="failed")
+        active.say(None, "error", str(e))
+        raise
+    finally:
+        active.progress.close()
+    print(runs_table([active.record]))
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_runs(args) -> int:
+    print(runs_table(Store().runs()))
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = Store()
+    run = store.run(args.run)
+    print(runs_table([run]))
+    print()
+    print(rounds_table(run, store.rounds(run.id)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    dest = export(Store(), args.run, args.dest)
+    print(f"atelier: exported to {dest} (see its README.md)")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    problems, t = target.check(target.find(args.target))
+    if t is not None:
+        try:
+            locate(t.model, t.dir)
+        except ModelError as e:
+            problems.append(str(e))
+    for problem in problems:
+        print(f"atelier: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"{args.target}: ok")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    for path in target.bundled():
+        problems, t = target.check(path)
+        status = t.description if t else f"INVALID ({len(problems)} problems: atelier validate {path})"
+        print(f"{path.name:<24} {t.executor if t else '?':<12} {status}")
+    return 0
+
+
+def cmd_skills(args) -> int:
+    from app.skills import load_skills, validate_skills
+
+    root = target.ROOT / "skills"
+    for skill in load_skills(root):
+        print(f"{skill.layer:<11} {skill.name:<34} {','.join(skill.backends):<10} {skill.description[:60]}")
+    problems = validate_skills(root)
+    for problem in problems:
+        print(f"atelier: error: {problem}", file=sys.stderr)
+    return 2 if problems else 0

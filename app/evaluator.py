@@ -1,0 +1,77 @@
+"""The Performance Evaluator: interleaved repeats against the incumbent, judged against the run's noise band."""
+
+import statistics
+from pathlib import Path
+
+from app.roles import Measurement
+from app.run import ActiveRun
+
+MIN_NOISE = 0.01
+
+
+class BenchmarkError(Exception):
+    pass
+
+
+def parse_metrics(output: str) -> dict[str, float]:
+    metrics = {}
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "METRIC":
+            try:
+                metrics[words[1]] = float(words[2])
+            except ValueError:
+                continue
+    return metrics
+
+
+def bench_once(run: ActiveRun, n: int | None, side: str, stack: Path, repeat: int) -> dict[str, float]:
+    b = run.target.benchmark
+    run.progress.role(n, "evaluator", f"benchmark {side} #{repeat + 1}")
+    result = run.execute(b.command, stack, run.dir / "readonly" / b.inputs, b.timeout)
+    if result.timed_out:
+        raise BenchmarkError(f"benchmark timed out after {b.timeout:g} s ({side})")
+    if not result.ok:
+        raise BenchmarkError(f"benchmark exited {result.exit_code} ({side}): {result.tail(3)}")
+    metrics = parse_metrics(result.output)
+    if b.metric not in metrics:
+        expected = f"expected a line 'METRIC {b.metric} <value>'"
+        raise BenchmarkError(f"benchmark printed no metric '{b.metric}' ({side}); {expected}")
+    run.store.add_metrics(run.id, n if n is not None else 0, side, repeat, metrics)
+    return metrics
+
+
+def noise_band(values: list[float]) -> float:
+    """Relative spread (max − min) / median of the baseline's own repeats: a gain inside it is not told apart
+    from noise."""
+    median = statistics.median(values)
+    return max(MIN_NOISE, (max(values) - min(values)) / median) if median else MIN_NOISE
+
+
+def baseline(run: ActiveRun, stack: Path) -> tuple[float, float]:
+    repeats = run.options.baseline_repeats or max(4, 2 * run.target.benchmark.repeats)
+    values = [bench_once(run, None, "baseline", stack, i)[run.target.benchmark.metric] for i in range(repeats)]
+    return statistics.median(values), noise_band(values)
+
+
+def evaluate(run: ActiveRun, n: int, candidate: Path, incumbent: Path) -> Measurement:
+    b = run.target.benchmark
+    sides: dict[str, list[dict[str, float]]] = {"candidate": [], "incumbent": []}
+    for i in range(b.repeats):
+        for side, stack in (("incumbent", incumbent), ("candidate", candidate)):
+            sides[side].append(bench_once(run, n, side, stack, i))
+    cand = [m[b.metric] for m in sides["candidate"]]
+    inc = [m[b.metric] for m in sides["incumbent"]]
+    c_med, i_med = statistics.median(cand), statistics.median(inc)
+    gain = b.gain(c_med, i_med)
+    noise = run.record.noise or MIN_NOISE
+    extra = {k: statistics.median(m[k] for m in sides["candidate"]) for k in sides["candidate"][0] if k != b.metric}
+    return Measurement(b.metric, cand, inc, c_med, i_med, gain, noise, gain > 1 + noise, extra, _hints(gain, noise))
+
+
+def _hints(gain: float, noise: float) -> list[str]:
+    if gain < 1 - noise:
+        return ["slower than the incumbent beyond noise: revert the idea or find what regressed"]
+    if gain <= 1 + noise:
+        return ["no gain beyond noise: the change does not touch the bottleneck"]
+    return []

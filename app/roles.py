@@ -1,0 +1,70 @@
+"""The inner loop's contract: what each role is given and what it returns."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class Task:
+    title: str
+    detail: str = ""
+    proposal: dict = field(default_factory=dict)
+
+
+@dataclass
+class Change:
+    """The Implementer's result."""
+
+    summary: str
+    files: list[str] = field(default_factory=list)
+    claims: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    """The Accuracy Judge's result."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Measurement:
+    """The Performance Evaluator's result: medians of interleaved repeats, and whether the gain is real."""
+
+    metric: str
+    candidate: list[float]
+    incumbent: list[float]
+    candidate_median: float
+    incumbent_median: float
+    gain: float
+    noise: float
+    accepted: bool
+    extra: dict[str, float] = field(default_factory=dict)
+    hints: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        verb = "beyond" if self.accepted else "within"
+        return (
+            f"{self.metric} {self.candidate_median:.4g} vs {self.incumbent_median:.4g} "
+            f"({self.gain:.3f}×, {verb} the ±{self.noise:.1%} noise band)"
+        )
+
+
+@dataclass
+class Attempt:
+    change: Change | None = None
+    verdict: Verdict | None = None
+    error: str = ""
+
+
+class Implementer(Protocol):
+    def implement(self, task: Task, workspace, feedback: list[Attempt]) -> Change:
+        """Change the candidate in the workspace for the task; earlier failed attempts this round are feedback."""
+        ...
+
+
+class RoleError(Exception):
+    """A role could not produce a usable result; the attempt fails with this message."""

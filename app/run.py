@@ -1,0 +1,142 @@
+import json
+import os
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import backends
+from app import model, readonly
+from app.progress import Progress
+from app.store import Run, Store, StoreError, home
+from app.target import Target
+from app.target import load as load_target
+from app.workspace import Workspace
+from backends.executor import CommandResult, Executor
+
+MEMORY = "# Memory\n\nWhat this run has learned, kept across rounds.\n"
+
+
+@dataclass
+class Options:
+    policy: str = "tuner"
+    max_rounds: int = 12
+    max_minutes: float = 60.0
+    plateau: int = 4
+    attempts: int = 1
+    baseline_repeats: int = 0  # 0: twice the target's repeats, at least 4
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+@dataclass
+class ActiveRun:
+    """Everything a round needs: the run's record, target, workspace, executor and paths."""
+
+    store: Store
+    record: Run
+    target: Target
+    workspace: Workspace
+    executor: Executor
+    model: Path
+    options: Options
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def dir(self) -> Path:
+        return self.record.path
+
+    @property
+    def manifest(self) -> dict[str, str]:
+        return json.loads(self.record.manifest)
+
+    def refresh(self) -> None:
+        self.record = self.store.run(self.id)
+
+    def update(self, **values) -> None:
+        self.store.update_run(self.id, **values)
+        self.refresh()
+
+    def say(self, n: int | None, kind: str, message: str) -> None:
+        self.store.event(self.id, n, kind, message)
+        self.progress.event(n, kind, message)
+
+    def command(self, template: str, stack: Path, inputs: Path) -> list[str]:
+        values = {
+            "python": sys.executable,
+            "workspace": stack,
+            "readonly": self.dir / "readonly",
+            "inputs": inputs,
+            "model": self.model,
+            "cache": self.dir / "cache",
+        }
+        return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
+
+    def execute(self, template: str, stack: Path, inputs: Path, timeout: float) -> CommandResult:
+        command = self.command(template, stack, inputs)
+        remote = self.executor.sync(stack)
+        env = {"PYTHONDONTWRITEBYTECODE": "1", "ATELIER_RUN": self.id}
+        return self.executor.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output)
+
+
+def create(target: Target, options: Options, store: Store) -> ActiveRun:
+    run_id = f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    run_dir = home() / "runs" / run_id
+    model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
+    run_dir.mkdir(parents=True)
+    branch = f"atelier/{run_id}"
+    workspace = Workspace.create(run_dir / "workspace", target.dir / target.seed, branch)
+    manifest = readonly.install(target, run_dir)
+    (run_dir / "cache").mkdir()
+    (run_dir / "memory.md").write_text(MEMORY)
+    now = time.time()
+    record = Run(
+        id=run_id, target=target.name, target_dir=str(target.dir), executor=target.executor,
+        policy=options.policy, status="starting", metric=target.benchmark.metric,
+        direction=target.benchmark.direction, baseline=None, noise=None, best=None, best_commit=workspace.head,
+        dir=str(run_dir), branch=branch, pid=os.getpid(), started=now, updated=now,
+        options=options.to_json(), manifest=json.dumps(manifest),
+    )  # fmt: skip
+    store.add_run(record)
+    return ActiveRun(store, record, target, workspace, backends.executor(target.executor), model_path, options)
+
+
+def reopen(run_id: str, store: Store) -> ActiveRun:
+    """An existing run, put back at its last accepted commit."""
+    record = store.run(run_id)
+    if record.status in ("starting", "running") and record.pid and _alive(record.pid):
+        raise StoreError(f"run {record.id} is still going in process {record.pid}")
+    target = load_target(record.target_dir)
+    model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
+    options = Options(**json.loads(record.options))
+    lock = record.path / "workspace" / ".git" / "index.lock"
+    lock.unlink(missing_ok=True)
+    workspace = Workspace(record.path / "workspace", record.branch)
+    assert record.best_commit is not None
+    workspace.reset(record.best_commit)
+    active = ActiveRun(store, record, target, workspace, backends.executor(target.executor), model_path, options)
+    for r in store.rounds(record.id):
+        if r.status == "running":
+            store.end_round(record.id, r.n, "interrupted", "the run stopped during this round")
+    active.update(pid=os.getpid(), status="running")
+    return active
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())

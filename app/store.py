@@ -1,0 +1,196 @@
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, target TEXT, target_dir TEXT, executor TEXT, policy TEXT, status TEXT,
+    metric TEXT, direction TEXT, baseline REAL, noise REAL, best REAL, best_commit TEXT,
+    dir TEXT, branch TEXT, pid INTEGER, started REAL, updated REAL, options TEXT, manifest TEXT);
+CREATE TABLE IF NOT EXISTS rounds (
+    run_id TEXT, n INTEGER, task TEXT, proposal TEXT, status TEXT, start_commit TEXT, commit_sha TEXT,
+    metric REAL, ratio REAL, reason TEXT, started REAL, ended REAL, PRIMARY KEY (run_id, n));
+CREATE TABLE IF NOT EXISTS verdicts (
+    run_id TEXT, round INTEGER, role TEXT, passed INTEGER, reasons TEXT, ts REAL);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT, round INTEGER, side TEXT, repeat INTEGER, name TEXT, value REAL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, ts REAL, kind TEXT, message TEXT);
+CREATE TABLE IF NOT EXISTS usage (
+    run_id TEXT, round INTEGER, role TEXT, calls INTEGER, tokens_in INTEGER, tokens_out INTEGER,
+    active_s REAL, cost REAL);
+"""
+
+
+class StoreError(Exception):
+    pass
+
+
+def home() -> Path:
+    return Path(os.environ.get("ATELIER_HOME", Path.home() / ".atelier"))
+
+
+@dataclass
+class Run:
+    id: str
+    target: str
+    target_dir: str
+    executor: str
+    policy: str
+    status: str
+    metric: str
+    direction: str
+    baseline: float | None
+    noise: float | None
+    best: float | None
+    best_commit: str | None
+    dir: str
+    branch: str
+    pid: int | None
+    started: float
+    updated: float
+    options: str
+    manifest: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
+
+    @property
+    def best_ratio(self) -> float | None:
+        if not self.baseline or not self.best:
+            return None
+        return self.baseline / self.best if self.direction == "lower" else self.best / self.baseline
+
+
+@dataclass
+class Round:
+    run_id: str
+    n: int
+    task: str
+    proposal: str
+    status: str
+    start_commit: str | None
+    commit_sha: str | None
+    metric: float | None
+    ratio: float | None
+    reason: str | None
+    started: float
+    ended: float | None
+
+
+class Store:
+    def __init__(self, path: Path | None = None):
+        self.path = path or home() / "atelier.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: cannot open the store: {e}") from e
+        self._check_version()
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row["value"]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {row['value']}, this Atelier reads {SCHEMA_VERSION}; "
+                "use the matching Atelier release or move the file aside"
+            )
+
+    @contextmanager
+    def transaction(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add_run(self, run: Run) -> None:
+        fields = list(Run.__dataclass_fields__)
+        values = [getattr(run, f) for f in fields]
+        self.db.execute(f"INSERT INTO runs ({','.join(fields)}) VALUES ({','.join('?' * len(fields))})", values)
+
+    def update_run(self, run_id: str, **values) -> None:
+        values["updated"] = time.time()
+        sets = ", ".join(f"{k}=?" for k in values)
+        self.db.execute(f"UPDATE runs SET {sets} WHERE id=?", [*values.values(), run_id])
+
+    def run(self, run_id: str) -> Run:
+        rows = self.db.execute("SELECT * FROM runs WHERE id=? OR id LIKE ?", (run_id, run_id + "%")).fetchall()
+        if len(rows) != 1:
+            raise StoreError(f"no run '{run_id}'" if not rows else f"'{run_id}' matches {len(rows)} runs")
+        return Run(**rows[0])
+
+    def runs(self) -> list[Run]:
+        return [Run(**r) for r in self.db.execute("SELECT * FROM runs ORDER BY started DESC")]
+
+    def start_round(self, run_id: str, n: int, task: str, proposal: dict, start_commit: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO rounds (run_id, n, task, proposal, status, start_commit, started) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (run_id, n, task, json.dumps(proposal), "running", start_commit, time.time()),
+        )
+
+    def end_round(self, run_id: str, n: int, status: str, reason: str, **values) -> None:
+        values |= {"status": status, "reason": reason, "ended": time.time()}
+        sets = ", ".join(f"{k}=?" for k in values)
+        self.db.execute(f"UPDATE rounds SET {sets} WHERE run_id=? AND n=?", [*values.values(), run_id, n])
+
+    def rounds(self, run_id: str) -> list[Round]:
+        rows = self.db.execute("SELECT * FROM rounds WHERE run_id=? ORDER BY n", (run_id,))
+        return [Round(**r) for r in rows]
+
+    def add_verdict(self, run_id: str, n: int, role: str, passed: bool, reasons: list[str]) -> None:
+        self.db.execute(
+            "INSERT INTO verdicts VALUES (?,?,?,?,?,?)",
+            (run_id, n, role, int(passed), json.dumps(reasons), time.time()),
+        )
+
+    def verdicts(self, run_id: str, n: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM verdicts WHERE run_id=? AND round=? ORDER BY ts", (run_id, n)).fetchall()
+
+    def add_metrics(self, run_id: str, n: int, side: str, repeat: int, values: dict[str, float]) -> None:
+        rows = [(run_id, n, side, repeat, k, v) for k, v in values.items()]
+        self.db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?)", rows)
+
+    def metrics(self, run_id: str, n: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM metrics WHERE run_id=? AND round=?", (run_id, n)).fetchall()
+
+    def event(self, run_id: str, n: int | None, kind: str, message: str) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, round, ts, kind, message) VALUES (?,?,?,?,?)",
+            (run_id, n, time.time(), kind, message),
+        )
+
+    def events(self, run_id: str, after: int = 0) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM events WHERE run_id=? AND id>? ORDER BY id", (run_id, after)).fetchall()
+
+    def add_usage(self, run_id: str, n: int, role: str, calls=0, tokens_in=0, tokens_out=0, active_s=0.0, cost=0.0):
+        self.db.execute(
+            "INSERT INTO usage VALUES (?,?,?,?,?,?,?,?)",
+            (run_id, n, role, calls, tokens_in, tokens_out, active_s, cost),
+        )
+
+    def usage(self, run_id: str) -> list[sqlite3.Row]:
+        query = (
+            "SELECT role, SUM(calls) calls, SUM(tokens_in) tokens_in, SUM(tokens_out) tokens_out, "
+            "SUM(active_s) active_s, SUM(cost) cost FROM usage WHERE run_id=? GROUP BY role ORDER BY role"
+        )
+        return self.db.execute(query, (run_id,)).fetchall()

@@ -1,0 +1,224 @@
+import shlex
+import string
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "targets"
+EXECUTORS = ("mlx", "cuda_remote")
+PLACEHOLDERS = {"python", "workspace", "readonly", "inputs", "model", "cache"}
+
+TOP_KEYS = {
+    "name",
+    "description",
+    "executor",
+    "instructions",
+    "seed",
+    "serve",
+    "model",
+    "readonly",
+    "checker",
+    "benchmark",
+}
+SECTION_KEYS = {
+    "model": {"path", "hub", "package", "draft"},
+    "readonly": {"paths", "hidden"},
+    "checker": {"command", "inputs", "timeout"},
+    "benchmark": {"command", "inputs", "metric", "direction", "repeats", "timeout"},
+}
+
+
+class TargetError(Exception):
+    pass
+
+
+@dataclass
+class Model:
+    path: str = ""
+    hub: str = ""
+    package: str = ""
+    draft: dict = field(default_factory=dict)
+
+
+@dataclass
+class Checker:
+    command: str
+    inputs: str
+    timeout: float = 900
+
+
+@dataclass
+class Benchmark:
+    command: str
+    inputs: str
+    metric: str
+    direction: str = "lower"
+    repeats: int = 3
+    timeout: float = 600
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.direction == "lower" else a > b
+
+    def gain(self, candidate: float, incumbent: float) -> float:
+        """Speed-up as a ratio > 1 when the candidate is better, whatever the direction."""
+        if self.direction == "lower":
+            return incumbent / candidate if candidate else float("inf")
+        return candidate / incumbent if incumbent else float("inf")
+
+
+@dataclass
+class Target:
+    dir: Path
+    name: str
+    description: str
+    executor: str
+    instructions: str
+    seed: str
+    model: Model
+    readonly: list[str]
+    hidden: list[str]
+    checker: Checker
+    benchmark: Benchmark
+    serve: str = ""
+
+    @property
+    def objective(self) -> str:
+        return (self.dir / self.instructions).read_text()
+
+
+def find(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if (path / "target.toml").exists():
+        return path.resolve()
+    if (BUNDLED / name_or_path / "target.toml").exists():
+        return BUNDLED / name_or_path
+    raise TargetError(f"{name_or_path}: no target.toml here or among the bundled targets ({BUNDLED})")
+
+
+def bundled() -> list[Path]:
+    return sorted(p.parent for p in BUNDLED.glob("*/target.toml"))
+
+
+def load(name_or_path: str) -> Target:
+    problems, target = check(find(name_or_path))
+    if problems:
+        raise TargetError("; ".join(problems))
+    assert target is not None
+    return target
+
+
+def check(dir: Path) -> tuple[list[str], Target | None]:
+    """Every problem with the bundle, each naming the key or file; the Target when there are none."""
+    file = dir / "target.toml"
+    try:
+        raw = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        return [f"{file}: {e}"], None
+    problems = _unknown_keys(file, raw)
+    problems += _missing_keys(file, raw)
+    if problems:
+        return problems, None
+    target = _build(dir, raw)
+    problems += _bad_values(file, target)
+    problems += _missing_files(target)
+    problems += _bad_commands(file, target)
+    return problems, None if problems else target
+
+
+def _unknown_keys(file: Path, raw: dict) -> list[str]:
+    problems = [f"{file}: unknown key '{k}'" for k in raw if k not in TOP_KEYS]
+    for section, allowed in SECTION_KEYS.items():
+        value = raw.get(section, {})
+        if not isinstance(value, dict):
+            problems.append(f"{file}: [{section}] must be a table")
+            continue
+        problems += [f"{file}: unknown key '{section}.{k}'" for k in value if k not in allowed]
+    return problems
+
+
+def _missing_keys(file: Path, raw: dict) -> list[str]:
+    required = ["name", "executor", "instructions", "seed", "model", "readonly", "checker", "benchmark"]
+    problems = [f"{file}: missing key '{k}'" for k in required if k not in raw]
+    for section, keys in {"checker": ["command", "inputs"], "benchmark": ["command", "inputs", "metric"]}.items():
+        problems += [f"{file}: missing key '{section}.{k}'" for k in keys if k not in raw.get(section, {})]
+    if "readonly" in raw and "paths" not in raw["readonly"]:
+        problems.append(f"{file}: missing key 'readonly.paths'")
+    return problems
+
+
+def _build(dir: Path, raw: dict) -> Target:
+    return Target(
+        dir=dir.resolve(),
+        name=raw["name"],
+        description=raw.get("description", ""),
+        executor=raw["executor"],
+        instructions=raw["instructions"],
+        seed=raw["seed"],
+        model=Model(**raw["model"]),
+        readonly=list(raw["readonly"]["paths"]),
+        hidden=list(raw["readonly"].get("hidden", [])),
+        checker=Checker(**raw["checker"]),
+        benchmark=Benchmark(**raw["benchmark"]),
+        serve=raw.get("serve", ""),
+    )
+
+
+def _bad_values(file: Path, t: Target) -> list[str]:
+    problems = []
+    if t.executor not in EXECUTORS:
+        problems.append(f"{file}: executor '{t.executor}' is not one of {', '.join(EXECUTORS)}")
+    sources = [k for k in ("path", "hub", "package") if getattr(t.model, k)]
+    if len(sources) != 1:
+        problems.append(f"{file}: [model] needs exactly one of path, hub, package (has {sources or 'none'})")
+    if t.benchmark.direction not in ("lower", "higher"):
+        problems.append(f"{file}: benchmark.direction must be 'lower' or 'higher', not '{t.benchmark.direction}'")
+    if not isinstance(t.benchmark.repeats, int) or t.benchmark.repeats < 1:
+        problems.append(f"{file}: benchmark.repeats must be a whole number ≥ 1")
+    for section in (t.checker, t.benchmark):
+        if not isinstance(section.timeout, int | float) or section.timeout <= 0:
+            problems.append(f"{file}: timeout must be a positive number of seconds")
+    for name, inputs in (("checker", t.checker.inputs), ("benchmark", t.benchmark.inputs)):
+        if inputs not in t.readonly:
+            problems.append(f"{file}: {name}.inputs '{inputs}' must be one of readonly.paths")
+    return problems
+
+
+def _missing_files(t: Target) -> list[str]:
+    names = [t.instructions, t.seed, *t.readonly, *t.hidden]
+    problems = [f"{t.dir / n}: missing file (named in target.toml)" for n in names if not (t.dir / n).exists()]
+    if (t.dir / t.seed).exists() and not (t.dir / t.seed).is_dir():
+        problems.append(f"{t.dir / t.seed}: seed must be a folder")
+    return problems
+
+
+def _bad_commands(file: Path, t: Target) -> list[str]:
+    problems = []
+    for name, command in (("checker.command", t.checker.command), ("benchmark.command", t.benchmark.command)):
+        try:
+            words = shlex.split(command)
+        except ValueError as e:
+            problems.append(f"{file}: {name} does not parse: {e}")
+            continue
+        if not words:
+            problems.append(f"{file}: {name} is empty")
+        unknown = _placeholders(command) - PLACEHOLDERS
+        problems += [f"{file}: {name} uses unknown placeholder {{{p}}}" for p in sorted(unknown)]
+        problems += _missing_scripts(t, name, words)
+    return problems
+
+
+def _placeholders(command: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(command) if f is not None}
+
+
+def _missing_scripts(t: Target, name: str, words: list[str]) -> list[str]:
+    problems = []
+    for word in words:
+        if word.startswith("{readonly}/"):
+            rel = word.removeprefix("{readonly}/")
+            if rel.split("/")[0] not in t.readonly:
+                problems.append(f"{name}: '{rel}' is not among readonly.paths")
+            elif not (t.dir / rel).exists():
+                problems.append(f"{t.dir / rel}: missing file (used by {name})")
+    return problems

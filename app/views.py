@@ -1,0 +1,51 @@
+"""Plain-text tables for the CLI."""
+
+import time
+from collections.abc import Sequence
+
+from app.store import Round, Run
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}×" if value else "-"
+
+
+def _num(value: float | None) -> str:
+    return f"{value:.4g}" if value is not None else "-"
+
+
+def runs_table(runs: list[Run]) -> str:
+    rows = [("run", "target", "policy", "status", "metric", "baseline", "best", "ratio", "started")]
+    for r in runs:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started))
+        rows.append(
+            (
+                r.id,
+                r.target,
+                r.policy,
+                r.status,
+                r.metric,
+                _num(r.baseline),
+                _num(r.best),
+                _ratio(r.best_ratio),
+                started,
+            )
+        )
+    return _table(rows)
+
+
+def rounds_table(run: Run, rounds: list[Round]) -> str:
+    rows = [("round", "task", "verdict", "metric", "vs baseline", "commit", "reason")]
+    for r in rounds:
+        commit = (r.commit_sha or "")[:10]
+        rows.append((str(r.n), r.task, r.status, _num(r.metric), _ratio(r.ratio), commit, (r.reason or "")[:90]))
+    summary = f"baseline {_num(run.baseline)} · best {_num(run.best)} · ratio {_ratio(run.best_ratio)}"
+    summary += f" · noise band ±{run.noise:.1%}" if run.noise else ""
+    return _table(rows) + f"\n\n{run.metric} ({run.direction} is better): {summary}"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class CommandResult:
+    command: list[str]
+    exit_code: int | None
+    output: str
+    seconds: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+class Executor(Protocol):
+    kind: str
+
+    def sync(self, workspace: Path) -> Path:
+        """Make the workspace available where commands run; returns its path there."""
+        ...
+
+    def run(
+        self,
+        command: list[str],
+        cwd: Path,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run in its own process group, stream lines to on_line, kill the whole group at the timeout."""
+        ...
+
+    def fetch(self, path: Path, dest: Path) -> Path: ...
+
+    def hardware(self) -> dict[str, str]: ...

@@ -1,0 +1,49 @@
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import mlx.core as mx
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.utils import load_model
+
+HERE = Path(__file__).parent
+
+
+def knobs() -> dict:
+    spec = tomllib.loads((HERE / "atelier.knobs.toml").read_text())
+    return {name: knob["default"] for name, knob in spec.items()}
+
+
+def decode(model, prompt: list[int], max_tokens: int, settings: dict) -> list[int]:
+    forward = mx.compile(model) if settings["compile"] else model
+    if settings["cache"] == "kv":
+        cache = make_prompt_cache(model)
+        logits = forward(mx.array([prompt]), cache=cache)
+        out = []
+        for _ in range(max_tokens):
+            token = mx.argmax(logits[0, -1]).item()
+            out.append(token)
+            logits = forward(mx.array([[token]]), cache=cache)
+        return out
+    tokens = list(prompt)
+    for _ in range(max_tokens):
+        tokens.append(mx.argmax(forward(mx.array([tokens]))[0, -1]).item())
+    return tokens[len(prompt) :]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--inputs", required=True)
+    args = p.parse_args()
+    model, _ = load_model(Path(args.model))
+    work = json.loads((Path(args.inputs) / "prompts.json").read_text())
+    settings = knobs()
+    for prompt in work["prompts"]:
+        print(json.dumps(decode(model, prompt, work["max_tokens"], settings)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+import os
+import sqlite3
+import sys
+import time
+
+import pytest
+
+from app import knobs, readonly, target
+from app.evaluator import noise_band, parse_metrics
+from app.store import Store, StoreError
+from app.workspace import Workspace
+from backends.mlx.executor import LocalExecutor
+
+
+@pytest.fixture
+def workspace(tmp_path, toy):
+    return Workspace.create(tmp_path / "ws", toy / "seed", "atelier/test")
+
+
+def test_workspace_commit_reject_reset(workspace):
+    seed = workspace.head
+    knobs.set_default(workspace.path, "cache", "kv")
+    accepted = workspace.commit("round 1")
+    assert workspace.repo.active_branch.name == "atelier/test"
+    (workspace.path / "decode.py").write_text("broken")
+    (workspace.path / "junk.txt").write_text("x")
+    rejected = workspace.reject(2, "round 2", back_to=accepted)
+    assert workspace.head == accepted and not workspace.changed()
+    assert workspace.rejected() == ["refs/atelier/rejected/2"]
+    assert workspace.repo.commit(rejected).parents[0].hexsha == accepted
+    assert "broken" in workspace.repo.git.show(f"{rejected}:decode.py")
+    workspace.reset(seed)
+    assert knobs.settings(workspace.path) == {"cache": "none", "compile": False}
+
+
+def test_workspace_export_is_the_commit(workspace, tmp_path):
+    knobs.set_default(workspace.path, "cache", "kv")
+    sha = workspace.commit("kv")
+    (workspace.path / "decode.py").write_text("uncommitted")
+    workspace.export(sha, tmp_path / "out")
+    assert knobs.settings(tmp_path / "out")["cache"] == "kv"
+    assert "uncommitted" not in (tmp_path / "out" / "decode.py").read_text()
+
+
+def test_knobs_keep_comments_and_reject_bad_values(tmp_path):
+    (tmp_path / knobs.FILE).write_text('# tuned by hand\n[mode]\nvalues = ["a", "b"]\ndefault = "a"\n')
+    knobs.set_default(tmp_path, "mode", "b")
+    assert (tmp_path / knobs.FILE).read_text().startswith("# tuned by hand")
+    assert knobs.settings(tmp_path) == {"mode": "b"}
+    (tmp_path / knobs.FILE).write_text('[mode]\nvalues = ["a"]\ndefault = "z"\n')
+    with pytest.raises(knobs.KnobError, match="default 'z' is not among its values"):
+        knobs.read(tmp_path)
+
+
+def test_executor_streams_and_exits(tmp_path):
+    lines = []
+    result = LocalExecutor().run(
+        [sys.executable, "-c", "print('a'); print('b'); raise SystemExit(3)"], tmp_path, 30, on_line=lines.append
+    )
+    assert (result.exit_code, lines, result.timed_out) == (3, ["a", "b"], False)
+
+
+def test_executor_kills_the_whole_group_at_timeout(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    start = time.monotonic()
+    result = LocalExecutor().run([sys.executable, "-c", script], tmp_path, 3)
+    assert result.timed_out and time.monotonic() - start < 20
+    child = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = open(f"/proc/{pid}/status").read()
+    return "State:\tZ" not in status
+
+
+def test_hardware_facts():
+    facts = LocalExecutor().hardware()
+    assert facts["mlx_device"].startswith("Device(") and float(facts["memory_gib"]) > 0
+
+
+def test_metrics_and_noise():
+    assert parse_metrics("noise\nMETRIC latency_s 1.5\nMETRIC tps x\nMETRIC tps 3") == {"latency_s": 1.5, "tps": 3.0}
+    assert noise_band([1.0, 1.1, 0.9, 1.0]) == pytest.approx(0.2)
+    assert noise_band([2.0, 2.0]) == 0.01
+
+
+def test_readonly_detects_and_restores(tmp_path, toy):
+    t = target.load(str(toy))
+    expected = readonly.install(t, tmp_path)
+    assert readonly.verify(tmp_path, expected) == []
+    check = tmp_path / "readonly" / "check.py"
+    check.chmod(0o644)
+    check.write_text("print('CHECK PASS')")
+    (tmp_path / "hidden" / "extra.json").write_text("{}")
+    assert sorted(readonly.verify(tmp_path, expected)) == ["hidden/extra.json: added", "readonly/check.py: modified"]
+    readonly.restore(t, tmp_path, expected)
+    assert readonly.verify(tmp_path, expected) == []
+
+
+def test_store_refuses_other_schema_version(tmp_path):
+    Store(tmp_path / "a.db").close()
+    db = sqlite3.connect(tmp_path / "a.db")
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="store schema version 99, this Atelier reads 1"):
+        Store(tmp_path / "a.db")
+
+
+def test_store_is_wal(tmp_path):
+    store = Store(tmp_path / "a.db")
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_that_is_not_a_database(tmp_path):
+    (tmp_path / "a.db").write_text("not sqlite " * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store(tmp_path / "a.db")

@@ -1,0 +1,82 @@
+import pytest
+
+from app import target
+from app.cli import main
+from conftest import ROOT
+
+
+def write(bundle, old: str, new: str) -> None:
+    toml = bundle / "target.toml"
+    text = toml.read_text()
+    assert old in text
+    toml.write_text(text.replace(old, new))
+
+
+def errors(capsys, *args) -> tuple[int, list[str]]:
+    code = main(["validate", *args])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line]
+
+
+def test_bundled_targets_validate(capsys):
+    for path in target.bundled():
+        code, lines = errors(capsys, str(path))
+        assert (code, lines) == (0, []), path
+
+
+def test_toy_validates(toy, capsys):
+    assert errors(capsys, str(toy)) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ('executor = "mlx"', 'executor = "mlx"\ncolour = "red"', "unknown key 'colour'"),
+        ("repeats = 2", "repeats = 2\nwarmup = 1", "unknown key 'benchmark.warmup'"),
+        ('metric = "decode_s"\n', "", "missing key 'benchmark.metric'"),
+        ('direction = "lower"', 'direction = "down"', "benchmark.direction must be 'lower' or 'higher'"),
+        ('executor = "mlx"', 'executor = "tpu"', "executor 'tpu' is not one of mlx, cuda_remote"),
+        ("{readonly}/check.py", "{readonly}/chek.py", "'chek.py' is not among readonly.paths"),
+        ("--cache {cache}", "--cache {scratch}", "uses unknown placeholder {scratch}"),
+        ('path = "model"', 'path = "model"\nhub = "a/b"', "needs exactly one of path, hub, package"),
+        ('instructions = "OBJECTIVE.md"', 'instructions = "GOALS.md"', "GOALS.md: missing file"),
+        ('inputs = "inputs"\ntimeout = 120', 'inputs = "data"\ntimeout = 120', "checker.inputs 'data' must be one of"),
+        ('name = "toy"', 'name = "toy', "target.toml"),
+    ],
+)
+def test_malformed_target_names_the_problem(toy, capsys, old, new, expected):
+    write(toy, old, new)
+    code, lines = errors(capsys, str(toy))
+    assert code == 2
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert lines[0].startswith("atelier: error: ")
+
+
+def test_missing_model_file(toy, capsys):
+    write(toy, 'path = "model"', 'path = "weights/model.gguf"')
+    code, lines = errors(capsys, str(toy))
+    assert code == 2
+    assert lines == [f"atelier: error: model file not found: {toy / 'weights/model.gguf'}"]
+
+
+def test_missing_package_model(toy, capsys):
+    write(toy, 'path = "model"', 'package = "no_such_pkg/x.gguf"')
+    code, lines = errors(capsys, str(toy))
+    assert code == 2 and "Python package 'no_such_pkg' is not installed" in lines[0]
+
+
+def test_run_refuses_a_malformed_target_before_touching_the_store(toy, home, capsys):
+    write(toy, "repeats = 2", "repeats = 0")
+    assert main(["run", str(toy)]) == 2
+    assert "benchmark.repeats must be a whole number" in capsys.readouterr().err
+    assert not (home / "runs").exists()
+
+
+def test_unknown_target(capsys):
+    code, lines = errors(capsys, "no-such-target")
+    assert code == 2 and "no target.toml" in lines[0]
+
+
+def test_targets_lists_json_tiny(capsys):
+    assert main(["targets"]) == 0
+    assert "json-tiny" in capsys.readouterr().out
+    assert (ROOT / "targets" / "json-tiny" / "target.toml").exists()
