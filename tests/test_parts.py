@@ -129,3 +129,32 @@ def test_store_that_is_not_a_database(tmp_path):
     (tmp_path / "a.db").write_text("not sqlite " * 100)
     with pytest.raises(StoreError, match="cannot open the store"):
         Store(tmp_path / "a.db")
+
+
+def test_tuner_walks_one_knob_then_pairs_and_remembers(tmp_path):
+    from types import SimpleNamespace
+
+    from app.policies.tuner import Policy
+
+    (tmp_path / knobs.FILE).write_text(
+        '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
+    )
+    store = Store(tmp_path / "a.db")
+    run = SimpleNamespace(
+        id="r", store=store, workspace=SimpleNamespace(path=tmp_path), record=SimpleNamespace(best_commit="c0")
+    )
+    tuner = Policy()
+    titles = []
+    for n in range(1, 5):
+        picked = tuner.next(run)
+        if picked is None:
+            break
+        task, start = picked
+        titles.append(task.title)
+        store.start_round("r", n, task.title, task.proposal, start)
+        store.end_round("r", n, "rejected", "no gain")
+    assert titles == ["w=f", "b=o", "w=f, b=o"]
+    assert tuner.next(run) is None
+    store.start_round("r", 4, "x", {"changes": {}, "from": {}, "setting": {}}, "c0")
+    store.end_round("r", 4, "interrupted", "stopped")
+    assert tuner.next(run) is None

@@ -1,9 +1,12 @@
-"""The offline tuner: no LLM. It walks the candidate's declared knobs one at a time (coordinate descent with
-first improvement): from the incumbent's settings it proposes, in the file's order, each setting that differs
-in one knob and has not been measured yet. An accepted proposal becomes the incumbent, and the walk goes on
-from there; when every such neighbour has been measured, the incumbent is a local optimum and the tuner stops.
-Everything it knows is read back from the store, so a resumed run carries on where it stopped."""
+"""The offline tuner: no LLM. It walks the candidate's declared knobs (coordinate descent with first
+improvement): from the incumbent's settings it proposes, in the file's order, each setting that differs in one
+knob and has not been measured yet. An accepted proposal becomes the incumbent, and the walk goes on from there.
+When every one-knob neighbour has been measured, it tries settings that differ in two knobs, since some knobs
+only pay off together (a faster BLAS matters only once the weights are dense). When those are measured too, the
+incumbent is a local optimum and the tuner stops. Everything it knows is read back from the store, so a resumed
+run carries on where it stopped."""
 
+import itertools
 import json
 
 from app import knobs
@@ -16,8 +19,9 @@ class KnobSetter:
     """The tuner's Implementer: one knob's default rewritten in atelier.knobs.toml."""
 
     def implement(self, task: Task, workspace: Workspace, feedback) -> Change:
-        knobs.set_default(workspace.path, task.proposal["knob"], task.proposal["value"])
-        return Change(f"set {task.proposal['knob']} = {task.proposal['value']!r}", [knobs.FILE])
+        for name, value in task.proposal["changes"].items():
+            knobs.set_default(workspace.path, name, value)
+        return Change("set " + ", ".join(f"{k} = {v!r}" for k, v in task.proposal["changes"].items()), [knobs.FILE])
 
 
 class Policy:
@@ -30,16 +34,25 @@ class Policy:
         declared = knobs.read(run.workspace.path)
         current = {k.name: k.default for k in declared}
         seen = _measured(run) | {_key(current)}
-        for knob in declared:
-            for value in knob.values:
-                setting = current | {knob.name: value}
+        for distance in (1, 2):
+            for changes in _neighbours(declared, current, distance):
+                setting = current | changes
                 if _key(setting) not in seen:
-                    proposal = {"knob": knob.name, "value": value, "from": current, "setting": setting}
-                    return Task(f"{knob.name}={value}", knob.help, proposal), run.record.best_commit
+                    proposal = {"changes": changes, "from": current, "setting": setting}
+                    title = ", ".join(f"{k}={v}" for k, v in changes.items())
+                    detail = "; ".join(k.help for k in declared if k.name in changes)
+                    return Task(title, detail, proposal), run.record.best_commit
         return None
 
     def record(self, run, n: int, task: Task, outcome: Outcome) -> None:
         pass
+
+
+def _neighbours(declared: list[knobs.Knob], current: dict, distance: int):
+    for group in itertools.combinations(declared, distance):
+        choices = [[v for v in k.values if v != current[k.name]] for k in group]
+        for values in itertools.product(*choices):
+            yield {k.name: v for k, v in zip(group, values, strict=True)}
 
 
 def _measured(run) -> set[str]:

