@@ -1,4 +1,5 @@
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ ERRORS = (target.TargetError, ModelError, StoreError, RunError, KnobError, Expor
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not hasattr(args, "handler"):
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return cmd_tui(args)
         parser().print_help()
         return 0
     try:
@@ -49,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("target")
     _command(sub, "targets", cmd_targets, "list the bundled targets")
     _command(sub, "skills", cmd_skills, "list the skills library and check every SKILL.md")
+    _command(sub, "tui", cmd_tui, "open the terminal UI (also: atelier with no command, on a terminal)")
     return p
 
 
@@ -61,7 +65,7 @@ def _command(sub, name, handler, help):
 def _limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=int, help="stop after this many rounds (default 12)")
     p.add_argument("--max-minutes", type=float, help="stop after this much time in rounds (default 60)")
-    p.add_argument("--plateau", type=int, help="stop after this many rounds without a gain (default 4)")
+    p.add_argument("--plateau", type=int, help="stop after this many rounds without a gain (default 6)")
     p.add_argument("--verbose", action="store_true", help="stream checker and benchmark output")
 
 
@@ -131,6 +135,9 @@ def cmd_show(args) -> int:
     store = Store()
     run = store.run(args.run)
     print(runs_table([run]))
+    hardware = run.path / "hardware.json"
+    if hardware.exists():
+        print("hardware: " + ", ".join(f"{k} {v}" for k, v in json.loads(hardware.read_text()).items()))
     print()
     print(rounds_table(run, store.rounds(run.id)))
     return 0
@@ -163,6 +170,12 @@ def cmd_targets(args) -> int:
         status = t.description if t else f"INVALID ({len(problems)} problems: atelier validate {path})"
         print(f"{path.name:<24} {t.executor if t else '?':<12} {status}")
     return 0
+
+
+def cmd_tui(args) -> int:
+    from app.tui.app import main as tui
+
+    return tui()
 
 
 def cmd_skills(args) -> int:

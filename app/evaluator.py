@@ -42,10 +42,10 @@ def bench_once(run: ActiveRun, n: int | None, side: str, stack: Path, repeat: in
 
 
 def noise_band(values: list[float]) -> float:
-    """Relative spread (max − min) / median of the baseline's own repeats: a gain inside it is not told apart
-    from noise."""
+    """Relative half-range ±(max − min) / 2 / median of the baseline's own repeats: a candidate whose median
+    stays inside the band the baseline's repeats drew around their median is not told apart from noise."""
     median = statistics.median(values)
-    return max(MIN_NOISE, (max(values) - min(values)) / median) if median else MIN_NOISE
+    return max(MIN_NOISE, (max(values) - min(values)) / 2 / median) if median else MIN_NOISE
 
 
 def baseline(run: ActiveRun, stack: Path) -> tuple[float, float]:

@@ -24,7 +24,7 @@ class Options:
     policy: str = "tuner"
     max_rounds: int = 12
     max_minutes: float = 60.0
-    plateau: int = 4
+    plateau: int = 6
     attempts: int = 1
     baseline_repeats: int = 0  # 0: twice the target's repeats, at least 4
 
@@ -105,7 +105,11 @@ def create(target: Target, options: Options, store: Store) -> ActiveRun:
         options=options.to_json(), manifest=json.dumps(manifest),
     )  # fmt: skip
     store.add_run(record)
-    return ActiveRun(store, record, target, workspace, backends.executor(target.executor), model_path, options)
+    executor = backends.executor(target.executor)
+    hardware = executor.hardware()
+    (run_dir / "hardware.json").write_text(json.dumps(hardware, indent=2))
+    store.event(run_id, None, "hardware", ", ".join(f"{k}: {v}" for k, v in hardware.items()))
+    return ActiveRun(store, record, target, workspace, executor, model_path, options)
 
 
 def reopen(run_id: str, store: Store) -> ActiveRun:

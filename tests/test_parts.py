@@ -93,7 +93,7 @@ def test_hardware_facts():
 
 def test_metrics_and_noise():
     assert parse_metrics("noise\nMETRIC latency_s 1.5\nMETRIC tps x\nMETRIC tps 3") == {"latency_s": 1.5, "tps": 3.0}
-    assert noise_band([1.0, 1.1, 0.9, 1.0]) == pytest.approx(0.2)
+    assert noise_band([1.0, 1.1, 0.9, 1.0]) == pytest.approx(0.1)
     assert noise_band([2.0, 2.0]) == 0.01
 
 

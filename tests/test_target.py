@@ -80,3 +80,11 @@ def test_targets_lists_json_tiny(capsys):
     assert main(["targets"]) == 0
     assert "json-tiny" in capsys.readouterr().out
     assert (ROOT / "targets" / "json-tiny" / "target.toml").exists()
+
+
+def test_run_with_a_missing_model_file_is_one_line_and_no_run(toy, home, capsys):
+    write(toy, 'path = "model"', 'path = "gone"')
+    assert main(["run", str(toy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"atelier: error: model file not found: {toy / 'gone'}"]
+    assert not (home / "runs").exists()
