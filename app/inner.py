@@ -1,9 +1,12 @@
 """One round of the inner loop: Implementer → Accuracy Judge → Performance Evaluator, with a retry budget."""
 
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from app import knobs
+from app import control, knobs
 from app.evaluator import BenchmarkError, evaluate
 from app.judge import judge, untouched
 from app.policies import Outcome
@@ -23,7 +26,8 @@ def play(run: ActiveRun, n: int, task: Task, implementer: Implementer) -> Outcom
 
 def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attempts: list[Attempt]):
     try:
-        change = implementer.implement(task, run.workspace, attempts)
+        with timed(run, n, "implementer"):
+            change = implementer.implement(task, run.workspace, attempts)
         knobs.read(run.workspace.path)
     except (RoleError, knobs.KnobError) as e:
         attempts.append(Attempt(error=f"implementer: {e}"))
@@ -33,15 +37,19 @@ def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attem
         attempts.append(Attempt(change, error="implementer: the workspace is unchanged"))
         return None
     run.say(n, "implement", change.summary)
-    verdict = judge(run, n, run.workspace.path)
+    control.checkpoint(run, n)
+    with timed(run, n, "judge"):
+        verdict = judge(run, n, run.workspace.path)
     run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
     if not verdict.passed:
         attempts.append(Attempt(change, verdict, "judge: " + "; ".join(verdict.reasons)))
         run.say(n, "judge", "FAIL " + "; ".join(verdict.reasons))
         return Outcome("failed", attempts[-1].error, change) if len(attempts) >= run.options.attempts else None
     run.say(n, "judge", "pass")
+    control.checkpoint(run, n)
     try:
-        measurement = evaluate(run, n, run.workspace.path, incumbent(run))
+        with timed(run, n, "evaluator"):
+            measurement = evaluate(run, n, run.workspace.path, incumbent(run))
     except BenchmarkError as e:
         attempts.append(Attempt(change, verdict, f"evaluator: {e}"))
         run.say(n, "evaluate", f"failed: {e}")
@@ -53,6 +61,16 @@ def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attem
         return Outcome("failed", "judge: " + "; ".join(tampered), change)
     run.store.add_verdict(run.id, n, "evaluator", measurement.accepted, [measurement.summary, *measurement.hints])
     return Outcome("accepted" if measurement.accepted else "rejected", measurement.summary, change, measurement)
+
+
+@contextmanager
+def timed(run: ActiveRun, n: int, role: str) -> Iterator[None]:
+    """Active time per role; LLM roles add their calls, tokens and cost on top."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        run.store.add_usage(run.id, n, role, active_s=time.monotonic() - start)
 
 
 def incumbent(run: ActiveRun) -> Path:

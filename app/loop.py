@@ -2,7 +2,7 @@
 
 import json
 
-from app import readonly
+from app import control, readonly
 from app.evaluator import BenchmarkError, baseline
 from app.inner import play
 from app.judge import judge
@@ -17,10 +17,12 @@ class RunError(Exception):
 
 def synthesize(run: ActiveRun, policy: Policy) -> str:
     """Runs rounds until the policy or a limit stops; returns why it stopped."""
+    control.request(run.store, run.id, "")  # a request left from an earlier process is stale
     if run.record.baseline is None:
         establish_baseline(run)
     run.update(status="running")
     while (reason := limit_reached(run)) is None:
+        control.checkpoint(run)
         picked = policy.next(run)
         if picked is None:
             reason = "converged: the policy has nothing left to try from the best stack"

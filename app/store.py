@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS usage (
     run_id TEXT, round INTEGER, role TEXT, calls INTEGER, tokens_in INTEGER, tokens_out INTEGER,
     active_s REAL, cost REAL);
+CREATE TABLE IF NOT EXISTS control (run_id TEXT PRIMARY KEY, wanted TEXT, ts REAL);
+CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL, text TEXT);
 """
 
 
@@ -87,10 +89,10 @@ class Round:
 
 
 class Store:
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | None = None, timeout: float = 30):
         self.path = path or home() / "atelier.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         try:
             self.db.execute("PRAGMA journal_mode=WAL")

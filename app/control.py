@@ -1,0 +1,86 @@
+"""Steering a run from outside its process: pause, resume and stop requests the loop honours between roles and
+rounds, notes for the next round, and reverting a stopped run to an accepted round."""
+
+import shutil
+import time
+
+import git
+
+from app.store import Store
+from app.workspace import Workspace
+
+POLL_S = 0.5
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop request: handled like Ctrl-C, so the run ends `interrupted` and can be resumed."""
+
+
+def request(store: Store, run_id: str, wanted: str) -> None:
+    """wanted: pause | stop | "" (carry on)."""
+    store.db.execute("INSERT OR REPLACE INTO control VALUES (?,?,?)", (run_id, wanted, time.time()))
+
+
+def wanted(store: Store, run_id: str) -> str:
+    row = store.db.execute("SELECT wanted FROM control WHERE run_id=?", (run_id,)).fetchone()
+    return row["wanted"] if row else ""
+
+
+def checkpoint(run, n: int | None = None) -> None:
+    """Called by the loop between roles and rounds: stop, or wait here while paused."""
+    want = wanted(run.store, run.id)
+    if want == "pause":
+        run.update(status="paused")
+        run.say(n, "pause", "paused from outside; waiting for resume")
+        while (want := wanted(run.store, run.id)) == "pause":
+            time.sleep(POLL_S)
+        run.update(status="running")
+        if want != "stop":
+            run.say(n, "resume", "resumed")
+    if want == "stop":
+        request(run.store, run.id, "")
+        run.say(n, "stop", "stop requested")
+        raise Stopped
+
+
+def add_note(store: Store, run_id: str, text: str) -> None:
+    store.db.execute("INSERT INTO notes (run_id, ts, text) VALUES (?,?,?)", (run_id, time.time(), text))
+    store.event(run_id, None, "note", text)
+
+
+def notes(store: Store, run_id: str) -> list[str]:
+    return [r["text"] for r in store.db.execute("SELECT text FROM notes WHERE run_id=? ORDER BY id", (run_id,))]
+
+
+def revert(store: Store, run_id: str, n: int) -> str:
+    """Put a stopped run back at accepted round n; later accepted rounds become `reverted` (kept under a ref)."""
+    run = store.run(run_id)
+    rounds = {r.n: r for r in store.rounds(run.id)}
+    target = rounds.get(n)
+    if target is None or target.status != "accepted" or not target.commit_sha:
+        raise ValueError(f"round {n} of {run.id} is not an accepted round")
+    workspace = Workspace(run.path / "workspace", run.branch)
+    with store.transaction():
+        for r in rounds.values():
+            if r.n > n and r.status == "accepted" and r.commit_sha:
+                git.Reference.create(workspace.repo, f"refs/atelier/reverted/{r.n}", r.commit_sha, force=True)
+                reason = f"reverted to round {n}; was: {r.reason}"
+                store.db.execute(
+                    "UPDATE rounds SET status='reverted', reason=? WHERE run_id=? AND n=?", (reason, run.id, r.n)
+                )
+        store.update_run(run.id, best=target.metric, best_commit=target.commit_sha)
+    workspace.reset(target.commit_sha)
+    store.event(run.id, None, "revert", f"reverted to round {n} ({target.commit_sha[:12]})")
+    return target.commit_sha
+
+
+def delete(store: Store, run_id: str) -> str:
+    """Forget a run that is not going: its rows, then its folder."""
+    run = store.run(run_id)
+    with store.transaction():
+        for table in ("rounds", "verdicts", "metrics", "events", "usage", "control", "notes"):
+            store.db.execute(f"DELETE FROM {table} WHERE run_id=?", (run.id,))
+        store.db.execute("DELETE FROM runs WHERE id=?", (run.id,))
+    if run.path.parent.name == "runs" and (run.path / "workspace").is_dir():
+        shutil.rmtree(run.path, ignore_errors=True)
+    return run.id

@@ -1,0 +1,199 @@
+"""What the TUI reads from the store and the run folders. Called from worker threads, never the UI thread."""
+
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from app import control
+from app.store import Round, Run, Store, StoreError, home
+from app.target import ROOT
+
+LIVE = ("starting", "running", "paused")
+
+
+@dataclass
+class RunRow:
+    run: Run
+    status: str
+    rounds: int
+    cost: float
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+
+@dataclass
+class RunDetail:
+    row: RunRow
+    rounds: list[Round]
+    usage: list[dict]
+    memory: str
+    notes: list[str]
+    wanted: str
+    events: list[sqlite3.Row] = field(default_factory=list)
+
+
+class Reader:
+    """One store connection shared by the TUI's workers, used under a lock."""
+
+    def __init__(self, path: Path | None = None, timeout: float = 2.0):
+        self.path = path or home() / "atelier.db"
+        self.timeout = timeout
+        self.store: Store | None = None
+        self.lock = threading.Lock()
+
+    def open(self) -> Store:
+        """The store, opened on first use; StoreError with a readable message when it cannot be read."""
+        if self.store is None:
+            if not self.path.exists():
+                raise StoreError(f"no store at {self.path} yet: launch a run with n, or `atelier run TARGET`")
+            try:
+                self.store = Store(self.path, timeout=self.timeout)
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: cannot open the store: {e}") from e
+        return self.store
+
+    def call(self, fn, *args):
+        with self.lock:
+            try:
+                return fn(self.open(), *args)
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from e
+
+    def runs(self) -> list[RunRow]:
+        return self.call(_runs)
+
+    def detail(self, run_id: str, after: int = 0) -> RunDetail:
+        return self.call(_detail, run_id, after)
+
+
+def _runs(store: Store) -> list[RunRow]:
+    query = (
+        "SELECT r.id, (SELECT COUNT(*) FROM rounds WHERE run_id=r.id) n, "
+        "(SELECT COALESCE(SUM(cost), 0) FROM usage WHERE run_id=r.id) cost FROM runs r"
+    )
+    extra = {row["id"]: (row["n"], row["cost"]) for row in store.db.execute(query)}
+    return [RunRow(run, status(run), *extra[run.id]) for run in store.runs()]
+
+
+def _detail(store: Store, run_id: str, after: int) -> RunDetail:
+    run = store.run(run_id)
+    rounds = store.rounds(run.id)
+    row = RunRow(run, status(run), len(rounds), sum(u["cost"] or 0 for u in store.usage(run.id)))
+    memory = run.path / "memory.md"
+    return RunDetail(
+        row=row,
+        rounds=rounds,
+        usage=[dict(u) for u in store.usage(run.id)],
+        memory=memory.read_text() if memory.exists() else "(no memory.md)",
+        notes=control.notes(store, run.id),
+        wanted=control.wanted(store, run.id),
+        events=store.events(run.id, after),
+    )
+
+
+def status(run: Run) -> str:
+    """The stored status, except that a live status whose process is gone reads `interrupted`."""
+    if run.status in LIVE and not alive(run.pid):
+        return "interrupted"
+    return run.status
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}/status")
+    return not (proc.exists() and "State:\tZ" in proc.read_text())
+
+
+def ratio_to_previous(rounds: list[Round], direction: str, baseline: float | None) -> dict[int, float]:
+    """Each measured round's metric as a gain over the best accepted before it."""
+    best, out = baseline, {}
+    for r in rounds:
+        if r.metric is not None and best:
+            out[r.n] = best / r.metric if direction == "lower" else r.metric / best
+        if r.status == "accepted" and r.metric is not None:
+            best = r.metric
+    return out
+
+
+def diff(run: Run, r: Round) -> str:
+    """The round's change: its commit (accepted) or refs/atelier/rejected/<n>, against its start commit."""
+    try:
+        repo = git.Repo(run.path / "workspace")
+        commit = r.commit_sha or _ref(repo, f"refs/atelier/rejected/{r.n}")
+        if not commit or not r.start_commit:
+            return ""
+        return repo.git.diff(r.start_commit, commit)
+    except (git.GitError, OSError, ValueError) as e:
+        return f"(cannot read the diff: {e})"
+
+
+def _ref(repo: git.Repo, name: str) -> str | None:
+    try:
+        return repo.commit(name).hexsha
+    except (git.BadName, ValueError):
+        return None
+
+
+def settings_at(run: Run, commit: str | None) -> dict:
+    """Knob defaults in the stack at `commit`: what the best stack is set to."""
+    if not commit:
+        return {}
+    try:
+        import tomllib
+
+        text = git.Repo(run.path / "workspace").git.show(f"{commit}:atelier.knobs.toml")
+        return {k: v.get("default") for k, v in tomllib.loads(text).items() if isinstance(v, dict)}
+    except (git.GitError, OSError, ValueError):
+        return {}
+
+
+def launch(target: str, policy: str, limits: dict[str, str]) -> tuple[int, Path]:
+    """`python -m app run TARGET …` in its own session, so it outlives the TUI; output goes to a log file."""
+    logs = home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    args = [sys.executable, "-m", "app", "run", target, "--policy", policy]
+    for key, value in limits.items():
+        if value:
+            args += [f"--{key.replace('_', '-')}", value]
+    return _spawn(args, log), log
+
+
+def resume(run_id: str) -> tuple[int, Path]:
+    logs = home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"resume-{run_id}-{int(time.time())}.log"
+    return _spawn([sys.executable, "-m", "app", "resume", run_id], log), log
+
+
+def _spawn(args: list[str], log: Path) -> int:
+    import subprocess
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc.pid
+
+
+def options(run: Run) -> dict:
+    try:
+        return json.loads(run.options)
+    except ValueError:
+        return {}

@@ -1,0 +1,271 @@
+"""The TUI driven with Pilot against real offline-tuner runs on the toy target, and against a fixed store."""
+
+import asyncio
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from test_tui_snapshots import fixture_store
+
+from app import control
+from app.cli import cmd_tui, parser
+from app.store import Store
+from app.tui.app import AtelierApp
+from app.tui.compare import CompareScreen
+from app.tui.dialogs import Confirm, Help
+from app.tui.launch import LaunchScreen
+from app.tui.run import RunScreen
+from app.tui.runs import RunsScreen
+from conftest import TOY, atelier
+
+SIZE = (140, 40)
+
+
+@pytest.fixture(scope="session")
+def toy_bundle(tmp_path_factory, toy_model) -> Path:
+    bundle = tmp_path_factory.mktemp("tui") / "toy"
+    shutil.copytree(TOY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(toy_model, bundle / "model")
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, toy_bundle) -> tuple[Path, str]:
+    """One real two-round run, made once for the whole session."""
+    home = tmp_path_factory.mktemp("tui-home")
+    atelier("run", str(toy_bundle), "--max-rounds", "2", home=home, check=True)
+    [run] = Store(home / "atelier.db").runs()
+    return home, run.id
+
+
+def drive(app: AtelierApp, script, size=SIZE) -> None:
+    async def main():
+        async with app.run_test(size=size) as pilot:
+            await script(pilot)
+
+    asyncio.run(main())
+
+
+async def until(pilot, condition, timeout: float = 10, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+def cell(table, row: int, column: int) -> str:
+    return str(table.get_row_at(row)[column])
+
+
+def test_browse_a_real_run(finished, monkeypatch):
+    home, run_id = finished
+    monkeypatch.setenv("ATELIER_HOME", str(home))
+
+    async def script(pilot):
+        app = pilot.app
+        table = app.screen.query_one("#runs")
+        await until(pilot, lambda: table.row_count == 1, what="the run listed")
+        assert [cell(table, 0, i) for i in (1, 2, 3, 4, 5, 6)] == [run_id, "toy", "mlx", "tuner", "done", "2"]
+        assert cell(table, 0, 7).endswith("×") and cell(table, 0, 8) == "$0.00"
+        await pilot.press("slash", *"nothing-like-this")
+        assert table.row_count == 0
+        await pilot.press("escape", "s")
+        assert table.row_count == 1 and app.screen.sort == "best ×"
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunScreen)
+        screen = app.screen
+        rounds = screen.query_one("#rounds")
+        await until(pilot, lambda: rounds.row_count == 2, what="two rounds")
+        assert cell(rounds, 0, 1) == "cache=kv" and "accepted" in cell(rounds, 0, 2)
+        assert cell(rounds, 0, 5).endswith("×") and len(cell(rounds, 0, 7)) == 10
+        assert screen.query_one("#trend").series[0].points[0][2] == "accepted"
+        await until(pilot, lambda: '+default = "kv"' in screen.diff_text, what="round 1's diff")
+        await pilot.press("f")
+        assert screen.query_one("#tabs").active == "tab-diff"
+        assert screen.detail.memory.startswith("# Memory")
+        screen.query_one("#tabs").active = "tab-events"
+        await until(pilot, lambda: len(screen.query_one("#events").lines) > 3, what="the event log")
+        assert "makes no LLM calls" in str(screen.query_one("#transcripts").content)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, Help)
+        await pilot.press("escape", "escape")
+        assert isinstance(app.screen, RunsScreen)
+
+    drive(AtelierApp(poll=0.3), script)
+
+
+def test_steer_export_and_revert_a_real_run(finished, monkeypatch, tmp_path):
+    home, run_id = finished
+    monkeypatch.setenv("ATELIER_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    store = Store(home / "atelier.db")
+
+    async def script(pilot):
+        app = pilot.app
+        await until(pilot, lambda: app.screen.query_one("#runs").row_count == 1)
+        await pilot.press("enter")
+        screen = app.screen
+        await until(pilot, lambda: screen.query_one("#rounds").row_count == 2)
+        await pilot.press("t", *"try a bigger batch", "enter")
+        await until(pilot, lambda: control.notes(store, run_id) == ["try a bigger batch"], what="the note")
+        await until(pilot, lambda: "try a bigger batch" in screen.shown_memory, what="the note shown")
+        await pilot.press("e", "enter")
+        readme = tmp_path / f"atelier-{run_id}" / "README.md"
+        await until(pilot, readme.exists, timeout=60, what="the export")
+        assert "`cache` = `'kv'`" in readme.read_text()
+        await pilot.press("v")
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("n")
+        assert isinstance(app.screen, RunScreen) and not [e for e in store.events(run_id) if e["kind"] == "revert"]
+        await pilot.press("v", "y")
+        await until(pilot, lambda: [e for e in store.events(run_id) if e["kind"] == "revert"], what="the revert")
+
+    drive(AtelierApp(poll=0.3), script)
+    first = store.rounds(run_id)[0]
+    assert store.run(run_id).best_commit == first.commit_sha
+
+
+def test_launch_watch_pause_resume_stop_and_resume_a_live_run(toy_bundle, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("ATELIER_HOME", str(home))
+    seen: list[int] = []
+
+    def status(screen) -> str:
+        return screen.detail.row.status if screen.detail else ""
+
+    async def watch(pilot, screen, wanted: str, timeout: float = 240):
+        rounds = screen.query_one("#rounds")
+
+        def reached():
+            if not seen or seen[-1] != rounds.row_count:
+                seen.append(rounds.row_count)
+            return status(screen) == wanted
+
+        try:
+            await until(pilot, reached, timeout, what=f"status {wanted}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the screen shows: {screen.query_one('#run-head').content}") from None
+
+    async def script(pilot):
+        app = pilot.app
+        notice = app.screen.query_one("#notice")
+        await until(pilot, lambda: "no store at" in str(notice.content), what="the missing-store message")
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, LaunchScreen)
+        form.query_one("#target").value = str(toy_bundle)
+        await until(pilot, lambda: form.valid, what="the target validated")
+        form.query_one("#max_rounds").value = "2"
+        await pilot.press("ctrl+s")
+        opened = lambda: isinstance(app.screen, RunScreen) and app.screen.detail is not None  # noqa: E731
+        await until(pilot, opened, timeout=120, what="the launched run opened")
+        screen = app.screen
+        await watch(pilot, screen, "running")
+        await pilot.press("p")
+        await watch(pilot, screen, "paused")
+        paused_at = screen.query_one("#rounds").row_count
+        await pilot.pause(1.5)
+        assert status(screen) == "paused" and screen.query_one("#rounds").row_count == paused_at
+        await pilot.press("r")
+        await watch(pilot, screen, "running")
+        await pilot.press("x", "y")
+        await watch(pilot, screen, "interrupted")
+        await pilot.press("r")
+        await watch(pilot, screen, "done", timeout=300)
+
+    drive(AtelierApp(poll=0.3), script)
+    assert seen[0] == 0 and max(seen) >= 2 and seen == sorted(seen)
+    [run] = Store(home / "atelier.db").runs()
+    statuses = [r.status for r in Store(home / "atelier.db").rounds(run.id)]
+    assert "accepted" in statuses and run.status == "done"
+    kinds = [e["kind"] for e in Store(home / "atelier.db").events(run.id)]
+    assert {"pause", "resume", "stop"} <= set(kinds) and kinds.count("baseline") == 2
+
+
+def test_delete_asks_first(tmp_path, monkeypatch):
+    db = fixture_store(tmp_path / "home", monkeypatch)
+
+    async def script(pilot):
+        table = pilot.app.screen.query_one("#runs")
+        await until(pilot, lambda: table.row_count == 3)
+        await pilot.press("down", "down", "d")
+        assert isinstance(pilot.app.screen, Confirm)
+        await pilot.press("n")
+        assert table.row_count == 3
+        await pilot.press("d", "y")
+        await until(pilot, lambda: table.row_count == 2, what="the run deleted")
+
+    drive(AtelierApp(db, poll=0.2), script)
+    assert [r.id for r in Store(db).runs()] == ["toy-20260921-153320-e5f6", "toy-20260921-143320-c3d4"]
+    assert not (tmp_path / "home" / "runs" / "toy-20260921-133320-a1b2").exists()
+
+
+def test_compare_needs_two_marked_runs(tmp_path, monkeypatch):
+    db = fixture_store(tmp_path / "home", monkeypatch)
+
+    async def script(pilot):
+        app = pilot.app
+        await until(pilot, lambda: app.screen.query_one("#runs").row_count == 3)
+        await pilot.press("space", "c")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("down", "space", "c")
+        assert isinstance(app.screen, CompareScreen)
+        table = app.screen.query_one("#compare")
+        await until(pilot, lambda: table.row_count == 2)
+        assert len(app.screen.query_one("#compare-trend").series) == 2
+
+    drive(AtelierApp(db, poll=0.2), script)
+
+
+def notice_for(db: Path) -> str:
+    text: list[str] = []
+
+    async def script(pilot):
+        notice = pilot.app.screen.query_one("#notice")
+        await until(pilot, lambda: "error" in notice.classes, timeout=10, what="an error notice")
+        text.append(str(notice.content))
+
+    drive(AtelierApp(db, poll=0.2), script)
+    return text[0]
+
+
+def test_missing_old_and_locked_stores_read_as_messages(tmp_path):
+    assert "no store at" in notice_for(tmp_path / "nowhere" / "atelier.db")
+
+    old = tmp_path / "old.db"
+    Store(old).db.execute("UPDATE meta SET value='0' WHERE key='schema_version'")
+    assert "store schema version 0, this Atelier reads 1" in notice_for(old)
+
+    locked = tmp_path / "locked.db"
+    Store(locked).close()
+    holder = sqlite3.connect(locked, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO meta VALUES ('x', 'y')")
+    try:
+        assert "database is locked" in notice_for(locked)
+    finally:
+        holder.close()
+
+
+def test_starts_fast_with_fifty_runs(tmp_path, monkeypatch):
+    db = fixture_store(tmp_path / "home", monkeypatch, extra_runs=47)
+    took: list[float] = []
+    started = time.monotonic()
+
+    async def script(pilot):
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 50)
+        took.append(time.monotonic() - started)
+
+    drive(AtelierApp(db), script)
+    assert took[0] < 2.0, f"the runs screen took {took[0]:.2f} s with 50 runs"
+
+
+def test_tui_command_and_headless_no_args(tmp_path):
+    assert parser().parse_args(["tui"]).handler is cmd_tui
+    result = atelier(home=tmp_path)
+    assert result.returncode == 0 and "usage: atelier" in result.stdout
