@@ -20,6 +20,9 @@ class KVCache:
         self.values[..., start : self.offset, :] = values
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
 
+    def trim(self, count: int) -> None:
+        self.offset -= count
+
     def grow(self, keys: mx.array, values: mx.array, length: int) -> None:
         batch, heads, _, key_dim = keys.shape
         steps = (STEP + length - 1) // STEP

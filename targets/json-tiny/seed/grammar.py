@@ -13,24 +13,47 @@ class Grammars:
         self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         self.compiler = xgr.GrammarCompiler(self.info)
 
-    def constraint(self, schema: dict) -> "Constraint":
+    def constraint(self, schema: dict, max_draft: int = 0) -> "Constraint":
         compiled = self.compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
-        return Constraint(xgr.GrammarMatcher(compiled), self.vocab_size)
+        return Constraint(xgr.GrammarMatcher(compiled), self.vocab_size, max_draft)
 
 
 class Constraint:
-    def __init__(self, matcher: xgr.GrammarMatcher, vocab_size: int):
+    def __init__(self, matcher: xgr.GrammarMatcher, vocab_size: int, max_draft: int = 0):
         self.matcher = matcher
         self.vocab_size = vocab_size
-        self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+        self.max_draft = max_draft
+        self.bitmask = xgr.allocate_token_bitmask(max_draft + 1, vocab_size)
+        self.stop_tokens = set(matcher.stop_token_ids)
 
     def mask(self, logits: mx.array) -> mx.array:
         self.matcher.fill_next_token_bitmask(self.bitmask)
-        return apply_token_bitmask_mlx(mx.array(self.bitmask.numpy()), logits, self.vocab_size)
+        return apply_token_bitmask_mlx(mx.array(self.bitmask[:1].numpy()), logits, self.vocab_size)
+
+    def walk(self, draft: list[int]) -> list[int]:
+        """Advance over the longest valid prefix of draft, filling one mask row before each token and one after."""
+        valid = []
+        for token in draft[: self.max_draft]:
+            self.matcher.fill_next_token_bitmask(self.bitmask, len(valid))
+            if token in self.stop_tokens or not self.matcher.accept_token(token):
+                break
+            valid.append(token)
+        self.matcher.fill_next_token_bitmask(self.bitmask, len(valid))
+        return valid
+
+    def masks(self, logits: mx.array, rows: int) -> mx.array:
+        return apply_token_bitmask_mlx(mx.array(self.bitmask[:rows].numpy()), logits, self.vocab_size)
 
     def accept(self, token: int) -> None:
         if not self.matcher.accept_token(token):
             raise RuntimeError(f"grammar rejected token {token}")
+
+    def rollback(self, count: int) -> None:
+        if count:
+            self.matcher.rollback(count)
+
+    def forced(self) -> str:
+        return self.matcher.find_jump_forward_string()
 
     @property
     def finished(self) -> bool:

@@ -12,6 +12,10 @@ class Knobs:
     weights: str
     scale_dtype: str
     blas: str
+    jump_forward: str = "off"
+    draft: str = "none"
+    draft_tokens: int = 4
+    compile: str = "off"
 
     @classmethod
     def read(cls, path: Path = KNOBS_FILE) -> "Knobs":

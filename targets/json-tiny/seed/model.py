@@ -81,7 +81,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def __call__(self, x: mx.array, mask, cache: KVCache) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
+        return self.feed(x + self.self_attn(self.input_layernorm(x), mask, cache))
+
+    def feed(self, h: mx.array) -> mx.array:
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -135,6 +137,11 @@ def load(folder: Path, weights: str = "quantized", scale_dtype: str = "float16")
         model = dequantize(model)
     mx.eval(model.parameters())
     return model
+
+
+def compile_blocks(model: Llama) -> None:
+    for layer in model.model.layers:
+        layer.feed = mx.compile(layer.feed)
 
 
 def quantize(model: Llama, quantization: dict, tensors: dict) -> None:

@@ -38,9 +38,16 @@ def build_engine(folder: Path, knobs: Knobs):
     from transformers import AutoTokenizer
 
     llama = model.load(folder, weights=knobs.weights, scale_dtype=knobs.scale_dtype)
+    if knobs.compile == "on":
+        model.compile_blocks(llama)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     grammars = Grammars(tokenizer, llama.config.vocab_size)
-    return Engine(llama, tokenizer, grammars, EngineConfig())
+    config = EngineConfig(
+        jump_forward=knobs.jump_forward == "on",
+        draft_tokens=knobs.draft_tokens if knobs.draft == "prompt" else 0,
+        compile=knobs.compile == "on",
+    )
+    return Engine(llama, tokenizer, grammars, config)
 
 
 def answer(engine, raw: dict) -> dict:
