@@ -60,10 +60,8 @@ def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> 
     m = outcome.measurement
     values = {}
     if m and run.record.baseline:
-        values = {
-            "metric": m.candidate_median,
-            "ratio": run.target.benchmark.gain(m.candidate_median, run.record.baseline),
-        }
+        ratio = run.target.benchmark.gain(m.candidate_median, run.record.baseline)
+        values = {"metric": m.candidate_median, "ratio": ratio, "gain": m.gain}
     if outcome.status == "accepted":
         assert m is not None
         accepted = run.workspace.commit(f"round {n}: {task.title}\n\n{outcome.reason}")

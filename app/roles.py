@@ -46,10 +46,15 @@ class Measurement:
 
     @property
     def summary(self) -> str:
-        verb = "beyond" if self.accepted else "within"
+        if self.accepted:
+            where = "faster beyond"
+        elif self.gain < 1 - self.noise:
+            where = "slower beyond"
+        else:
+            where = "within"
         return (
-            f"{self.metric} {self.candidate_median:.4g} vs {self.incumbent_median:.4g} "
-            f"({self.gain:.3f}×, {verb} the ±{self.noise:.1%} noise band)"
+            f"{self.metric} {self.candidate_median:.4g} vs {self.incumbent_median:.4g} side by side "
+            f"({self.gain:.3f}×, {where} the ±{self.noise:.1%} noise band)"
         )
 
 

@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATIONS = {2: ["ALTER TABLE rounds ADD COLUMN gain REAL"]}  # version: statements that reach it from the one before
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -16,7 +17,7 @@ CREATE TABLE IF NOT EXISTS runs (
     dir TEXT, branch TEXT, pid INTEGER, started REAL, updated REAL, options TEXT, manifest TEXT);
 CREATE TABLE IF NOT EXISTS rounds (
     run_id TEXT, n INTEGER, task TEXT, proposal TEXT, status TEXT, start_commit TEXT, commit_sha TEXT,
-    metric REAL, ratio REAL, reason TEXT, started REAL, ended REAL, PRIMARY KEY (run_id, n));
+    metric REAL, ratio REAL, gain REAL, reason TEXT, started REAL, ended REAL, PRIMARY KEY (run_id, n));
 CREATE TABLE IF NOT EXISTS verdicts (
     run_id TEXT, round INTEGER, role TEXT, passed INTEGER, reasons TEXT, ts REAL);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -83,6 +84,7 @@ class Round:
     commit_sha: str | None
     metric: float | None
     ratio: float | None
+    gain: float | None
     reason: str | None
     started: float
     ended: float | None
@@ -105,11 +107,23 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row["value"]) != SCHEMA_VERSION:
+            return
+        version = int(row["value"])
+        if version < 1:
             raise StoreError(
-                f"{self.path}: store schema version {row['value']}, this Atelier reads {SCHEMA_VERSION}; "
+                f"{self.path}: store schema version {version} is older than this Atelier can migrate (1 and up); "
+                "move the file aside to start a new store"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {version}, this Atelier reads up to {SCHEMA_VERSION}; "
                 "use the matching Atelier release or move the file aside"
             )
+        with self.transaction():
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    self.db.execute(statement)
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self):

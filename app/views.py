@@ -35,10 +35,10 @@ def runs_table(runs: list[Run]) -> str:
 
 
 def rounds_table(run: Run, rounds: list[Round]) -> str:
-    rows = [("round", "task", "verdict", "metric", "vs baseline", "commit", "reason")]
+    rows = [("round", "task", "verdict", "metric", "vs incumbent", "vs baseline", "commit", "reason")]
     for r in rounds:
-        commit = (r.commit_sha or "")[:10]
-        rows.append((str(r.n), r.task, r.status, _num(r.metric), _ratio(r.ratio), commit, (r.reason or "")[:90]))
+        commit, reason = (r.commit_sha or "")[:10], (r.reason or "")[:90]
+        rows.append((str(r.n), r.task, r.status, _num(r.metric), _ratio(r.gain), _ratio(r.ratio), commit, reason))
     summary = f"baseline {_num(run.baseline)} · best {_num(run.best)} · ratio {_ratio(run.best_ratio)}"
     summary += f" · noise band ±{run.noise:.1%}" if run.noise else ""
     return _table(rows) + f"\n\n{run.metric} ({run.direction} is better): {summary}"

@@ -116,8 +116,24 @@ def test_store_refuses_other_schema_version(tmp_path):
     db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="store schema version 99, this Atelier reads 1"):
+    with pytest.raises(StoreError, match="store schema version 99, this Atelier reads up to 2"):
         Store(tmp_path / "a.db")
+
+
+def test_store_migrates_a_version_1_store(tmp_path):
+    db = sqlite3.connect(tmp_path / "a.db")
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT); INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE rounds (run_id TEXT, n INTEGER, task TEXT, proposal TEXT, status TEXT, start_commit TEXT,"
+        " commit_sha TEXT, metric REAL, ratio REAL, reason TEXT, started REAL, ended REAL, PRIMARY KEY (run_id, n));"
+        "INSERT INTO rounds VALUES ('r', 1, 'w=f', '{}', 'accepted', 'c0', 'c1', 1.5, 2.0, 'ok', 0, 1);"
+    )
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "a.db")
+    [old] = store.rounds("r")
+    assert (old.task, old.ratio, old.gain) == ("w=f", 2.0, None)
+    assert store.db.execute("SELECT value FROM meta").fetchone()[0] == "2"
 
 
 def test_store_is_wal(tmp_path):

@@ -238,7 +238,7 @@ def test_missing_old_and_locked_stores_read_as_messages(tmp_path):
 
     old = tmp_path / "old.db"
     Store(old).db.execute("UPDATE meta SET value='0' WHERE key='schema_version'")
-    assert "store schema version 0, this Atelier reads 1" in notice_for(old)
+    assert "store schema version 0 is older than this Atelier can migrate" in notice_for(old)
 
     locked = tmp_path / "locked.db"
     Store(locked).close()
