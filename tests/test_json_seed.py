@@ -13,18 +13,9 @@ from types import SimpleNamespace
 import jsonschema
 import numpy as np
 import pytest
-from test_json_tiny import (  # noqa: F401 - fixtures reused by import
-    FAST_KNOBS,
-    TARGET,
-    check_cache,
-    checker,
-    gguf_path,
-    model_dir,
-    models_dir,
-    reference,
-    run_check,
-    seed_copy,
-)
+from test_json_tiny import FAST_KNOBS, run_check, seed_copy
+
+from conftest import TARGET
 
 SEED_MODULES = ("blas", "cache", "drafts", "engine", "grammar", "knobs", "model", "serve", "server")
 NEW_KNOBS = {"jump_forward": "on", "draft": "prompt", "draft_tokens": 4, "compile": "on"}
