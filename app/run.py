@@ -115,7 +115,7 @@ def create(target: Target, options: Options, store: Store) -> ActiveRun:
 def reopen(run_id: str, store: Store) -> ActiveRun:
     """An existing run, put back at its last accepted commit."""
     record = store.run(run_id)
-    if record.status in ("starting", "running") and record.pid and _alive(record.pid):
+    if record.status in ("starting", "running") and alive(record.pid):
         raise StoreError(f"run {record.id} is still going in process {record.pid}")
     target = load_target(record.target_dir)
     model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
@@ -133,8 +133,9 @@ def reopen(run_id: str, store: Store) -> ActiveRun:
     return active
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
+def alive(pid: int | None) -> bool:
+    """Whether another process with this pid is running (a zombie is not)."""
+    if not pid or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)

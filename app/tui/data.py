@@ -12,6 +12,7 @@ from pathlib import Path
 import git
 
 from app import control
+from app.run import alive
 from app.store import Round, Run, Store, StoreError, home
 from app.target import ROOT
 
@@ -105,19 +106,6 @@ def status(run: Run) -> str:
     if run.status in LIVE and not alive(run.pid):
         return "interrupted"
     return run.status
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}/status")
-    return not (proc.exists() and "State:\tZ" in proc.read_text())
 
 
 def ratio_to_previous(rounds: list[Round], direction: str, baseline: float | None) -> dict[int, float]:
