@@ -174,3 +174,27 @@ def test_tuner_walks_one_knob_then_pairs_and_remembers(tmp_path):
     store.start_round("r", 4, "x", {"changes": {}, "from": {}, "setting": {}}, "c0")
     store.end_round("r", 4, "interrupted", "stopped")
     assert tuner.next(run) is None
+
+
+def test_tuner_pairs_a_promising_change_before_other_single_changes(tmp_path):
+    from types import SimpleNamespace
+
+    from app.policies.tuner import Policy
+
+    (tmp_path / knobs.FILE).write_text(
+        '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
+        '[c]\nvalues = ["y", "z"]\ndefault = "y"\n'
+    )
+    store = Store(tmp_path / "a.db")
+    record = SimpleNamespace(best_commit="c0")
+    run = SimpleNamespace(id="r", store=store, workspace=SimpleNamespace(path=tmp_path), record=record)
+    gains = {"w=f": 1.1, "w=f, b=o": 0.9}
+    titles = []
+    for n in range(1, 8):
+        picked = Policy().next(run)
+        if picked is None:
+            break
+        titles.append(picked[0].title)
+        store.start_round("r", n, picked[0].title, picked[0].proposal, "c0")
+        store.end_round("r", n, "rejected", "within noise", gain=gains.get(picked[0].title, 0.95))
+    assert titles == ["w=f", "w=f, b=o", "w=f, c=z", "b=o", "c=z", "b=o, c=z"]

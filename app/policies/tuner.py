@@ -1,9 +1,11 @@
 """The offline tuner: no LLM. It walks the candidate's declared knobs (coordinate descent with first
 improvement): from the incumbent's settings it proposes, in the file's order, each setting that differs in one
 knob and has not been measured yet. An accepted proposal becomes the incumbent, and the walk goes on from there.
-When every one-knob neighbour has been measured, it tries settings that differ in two knobs, since some knobs
-only pay off together (a faster BLAS matters only once the weights are dense). When those are measured too, the
-incumbent is a local optimum and the tuner stops. Everything it knows is read back from the store, so a resumed
+Some knobs only pay off together (a faster BLAS matters only once the weights are dense), so a one-knob change
+that measured faster than the incumbent but inside the noise band is promising: before any further one-knob
+change, it is tried together with each other knob's values. When every one-knob neighbour has been measured, the
+remaining two-knob settings follow. When those are measured too, the incumbent is a local optimum and the tuner
+stops. Everything it knows is read back from the store, so a resumed
 run carries on where it stopped."""
 
 import itertools
@@ -33,15 +35,15 @@ class Policy:
     def next(self, run) -> tuple[Task, str] | None:
         declared = knobs.read(run.workspace.path)
         current = {k.name: k.default for k in declared}
-        seen = _measured(run) | {_key(current)}
-        for distance in (1, 2):
-            for changes in _neighbours(declared, current, distance):
-                setting = current | changes
-                if _key(setting) not in seen:
-                    proposal = {"changes": changes, "from": current, "setting": setting}
-                    title = ", ".join(f"{k}={v}" for k, v in changes.items())
-                    detail = "; ".join(k.help for k in declared if k.name in changes)
-                    return Task(title, detail, proposal), run.record.best_commit
+        rounds = _measured(run)
+        seen = {_key(current)} | {_key(p["from"]) for p in rounds} | {_key(p["setting"]) for p in rounds}
+        for changes in _candidates(declared, current, rounds):
+            setting = current | changes
+            if _key(setting) not in seen:
+                proposal = {"changes": changes, "from": current, "setting": setting}
+                title = ", ".join(f"{k}={v}" for k, v in changes.items())
+                detail = "; ".join(k.help for k in declared if k.name in changes)
+                return Task(title, detail, proposal), run.record.best_commit
         return None
 
     def record(self, run, n: int, task: Task, outcome: Outcome) -> None:
@@ -55,13 +57,28 @@ def _neighbours(declared: list[knobs.Knob], current: dict, distance: int):
             yield {k.name: v for k, v in zip(group, values, strict=True)}
 
 
-def _measured(run) -> set[str]:
-    seen = set()
+def _candidates(declared: list[knobs.Knob], current: dict, rounds: list[dict]):
+    """Promising changes paired with every other knob first, then one-knob and two-knob neighbours."""
+    for promising in _promising(current, rounds):
+        for other in _neighbours(declared, current, 1):
+            if not other.keys() & promising.keys():
+                yield promising | other
+    yield from _neighbours(declared, current, 1)
+    yield from _neighbours(declared, current, 2)
+
+
+def _promising(current: dict, rounds: list[dict]) -> list[dict]:
+    faster = [p for p in rounds if p["from"] == current and len(p.get("changes", {})) == 1 and (p["gain"] or 0) > 1]
+    return [p["changes"] for p in sorted(faster, key=lambda p: -p["gain"])]
+
+
+def _measured(run) -> list[dict]:
+    """The proposals of every finished round, each with its side-by-side gain (None when not benchmarked)."""
+    found = []
     for r in run.store.rounds(run.id):
         if r.status in ("accepted", "rejected", "failed") and r.proposal:
-            proposal = json.loads(r.proposal)
-            seen |= {_key(proposal["from"]), _key(proposal["setting"])}
-    return seen
+            found.append(json.loads(r.proposal) | {"gain": r.gain})
+    return found
 
 
 def _key(setting: dict) -> str:
