@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id T
 """
 
 
+def gain(value: float, reference: float, direction: str) -> float:
+    """How many times better `value` is than `reference`, whichever direction the metric improves in."""
+    if direction == "lower":
+        return reference / value if value else float("inf")
+    return value / reference if reference else float("inf")
+
+
 class StoreError(Exception):
     pass
 
@@ -70,7 +77,7 @@ class Run:
     def best_ratio(self) -> float | None:
         if not self.baseline or not self.best:
             return None
-        return self.baseline / self.best if self.direction == "lower" else self.best / self.baseline
+        return gain(self.best, self.baseline, self.direction)
 
 
 @dataclass

@@ -4,6 +4,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.store import gain
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "targets"
 EXECUTORS = ("mlx", "cuda_remote")
@@ -61,10 +63,7 @@ class Benchmark:
         return a < b if self.direction == "lower" else a > b
 
     def gain(self, candidate: float, incumbent: float) -> float:
-        """Speed-up as a ratio > 1 when the candidate is better, whatever the direction."""
-        if self.direction == "lower":
-            return incumbent / candidate if candidate else float("inf")
-        return candidate / incumbent if incumbent else float("inf")
+        return gain(candidate, incumbent, self.direction)
 
 
 @dataclass

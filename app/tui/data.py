@@ -13,7 +13,7 @@ import git
 
 from app import control
 from app.run import alive
-from app.store import Round, Run, Store, StoreError, home
+from app.store import Round, Run, Store, StoreError, gain, home
 from app.target import ROOT
 
 LIVE = ("starting", "running", "paused")
@@ -113,7 +113,7 @@ def ratio_to_previous(rounds: list[Round], direction: str, baseline: float | Non
     best, out = baseline, {}
     for r in rounds:
         if r.metric is not None and best:
-            out[r.n] = best / r.metric if direction == "lower" else r.metric / best
+            out[r.n] = gain(r.metric, best, direction)
         if r.status == "accepted" and r.metric is not None:
             best = r.metric
     return out
