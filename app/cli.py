@@ -1,4 +1,5 @@
 import argparse
+import importlib
 import json
 import signal
 import sys
@@ -15,7 +16,11 @@ from app.run import ActiveRun, Options, create, reopen
 from app.store import Store, StoreError
 from app.views import rounds_table, runs_table
 
-ERRORS = (target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError)
+BENCHES = ("json",)
+ERRORS = (
+    target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError,
+    FileNotFoundError,
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +58,20 @@ def parser() -> argparse.ArgumentParser:
     _command(sub, "targets", cmd_targets, "list the bundled targets")
     _command(sub, "skills", cmd_skills, "list the skills library and check every SKILL.md")
     _command(sub, "tui", cmd_tui, "open the terminal UI (also: atelier with no command, on a terminal)")
+    bench = _command(sub, "bench", None, "benchmarks that compare stacks side by side in one run")
+    bench.set_defaults(handler=lambda args: bench.print_help() or 2)
+    suites = bench.add_subparsers(metavar="BENCH")
+    for name in BENCHES:
+        module = importlib.import_module(f"app.bench.{name}bench")
+        suite = _command(suites, name, module.main, (module.__doc__ or name).strip().splitlines()[0])
+        module.add_arguments(suite)
     return p
 
 
 def _command(sub, name, handler, help):
     p = sub.add_parser(name, help=help, description=help)
-    p.set_defaults(handler=handler)
+    if handler:
+        p.set_defaults(handler=handler)
     return p
 
 

@@ -24,8 +24,10 @@ def export(store: Store, run_id: str, dest: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     Workspace(run.path / "workspace", run.branch).export(run.best_commit, partial)
     (partial / ".gitignore").unlink(missing_ok=True)
-    model_path = model.prepare(target.model, target.dir, target.executor, Path(run.dir).parents[1] / "models")
-    command = _serve_command(target.serve, model_path)
+    models = Path(run.dir).parents[1] / "models"
+    model_path = model.prepare(target.model, target.dir, target.executor, models)
+    draft_path = model.prepare_draft(target.model, target.dir, target.executor, models)
+    command = _serve_command(target.serve, model_path, draft_path)
     if command:
         (partial / "run.sh").write_text(f'#!/bin/sh\ncd "$(dirname "$0")"\nexec {command} "$@"\n')
         (partial / "run.sh").chmod(0o755)
@@ -38,10 +40,11 @@ def export(store: Store, run_id: str, dest: Path) -> Path:
     return dest
 
 
-def _serve_command(template: str, model_path: Path) -> str:
+def _serve_command(template: str, model_path: Path, draft_path: Path | None) -> str:
     if not template:
         return ""
-    values = {"python": "${PYTHON:-python3}", "model": shlex.quote(str(model_path))}
+    draft = shlex.quote(str(draft_path)) if draft_path else "''"
+    values = {"python": "${PYTHON:-python3}", "model": shlex.quote(str(model_path)), "draft": draft}
     return template.format(**values)
 
 

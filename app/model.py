@@ -13,7 +13,12 @@ class ModelError(Exception):
 
 
 def locate(model: Model, base: Path) -> Path | str:
-    """The model's file or folder on this machine, or its hub id; raises ModelError when it is missing."""
+    """The model's file or folder on this machine, or its hub id; raises ModelError when it or its draft is missing."""
+    if model.draft:
+        try:
+            locate(Model(**model.draft), base)
+        except ModelError as e:
+            raise ModelError(f"draft: {e}") from e
     if model.hub:
         if not HUB_ID.match(model.hub):
             raise ModelError(f"model.hub '{model.hub}' is not an 'owner/name' hub id")
@@ -31,6 +36,13 @@ def prepare(model: Model, base: Path, executor: str, models_dir: Path) -> Path:
         where = _download(where)
     prepare_for = getattr(importlib.import_module(f"backends.{executor}"), "prepare_model", None)
     return prepare_for(where, models_dir) if prepare_for else where
+
+
+def prepare_draft(model: Model, base: Path, executor: str, models_dir: Path) -> Path | None:
+    """The draft model's path, prepared like the target model's; None when the target names no draft."""
+    if not model.draft:
+        return None
+    return prepare(Model(**model.draft), base, executor, models_dir)
 
 
 def _package_file(spec: str) -> Path:

@@ -44,6 +44,7 @@ class ActiveRun:
     model: Path
     options: Options
     progress: Progress = field(default_factory=Progress)
+    draft: Path | None = None
 
     @property
     def id(self) -> str:
@@ -75,6 +76,7 @@ class ActiveRun:
             "readonly": self.dir / "readonly",
             "inputs": inputs,
             "model": self.model,
+            "draft": self.draft or "",
             "cache": self.dir / "cache",
         }
         return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
@@ -90,6 +92,7 @@ def create(target: Target, options: Options, store: Store) -> ActiveRun:
     run_id = f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     run_dir = home() / "runs" / run_id
     model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
+    draft_path = model.prepare_draft(target.model, target.dir, target.executor, home() / "models")
     run_dir.mkdir(parents=True)
     branch = f"atelier/{run_id}"
     workspace = Workspace.create(run_dir / "workspace", target.dir / target.seed, branch)
@@ -109,7 +112,7 @@ def create(target: Target, options: Options, store: Store) -> ActiveRun:
     hardware = executor.hardware()
     (run_dir / "hardware.json").write_text(json.dumps(hardware, indent=2))
     store.event(run_id, None, "hardware", ", ".join(f"{k}: {v}" for k, v in hardware.items()))
-    return ActiveRun(store, record, target, workspace, executor, model_path, options)
+    return ActiveRun(store, record, target, workspace, executor, model_path, options, draft=draft_path)
 
 
 def reopen(run_id: str, store: Store) -> ActiveRun:
@@ -119,13 +122,15 @@ def reopen(run_id: str, store: Store) -> ActiveRun:
         raise StoreError(f"run {record.id} is still going in process {record.pid}")
     target = load_target(record.target_dir)
     model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
+    draft_path = model.prepare_draft(target.model, target.dir, target.executor, home() / "models")
     options = Options(**json.loads(record.options))
     lock = record.path / "workspace" / ".git" / "index.lock"
     lock.unlink(missing_ok=True)
     workspace = Workspace(record.path / "workspace", record.branch)
     assert record.best_commit is not None
     workspace.reset(record.best_commit)
-    active = ActiveRun(store, record, target, workspace, backends.executor(target.executor), model_path, options)
+    executor = backends.executor(target.executor)
+    active = ActiveRun(store, record, target, workspace, executor, model_path, options, draft=draft_path)
     for r in store.rounds(record.id):
         if r.status == "running":
             store.end_round(record.id, r.n, "interrupted", "the run stopped during this round")

@@ -9,7 +9,8 @@ from app.store import gain
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "targets"
 EXECUTORS = ("mlx", "cuda_remote")
-PLACEHOLDERS = {"python", "workspace", "readonly", "inputs", "model", "cache"}
+PLACEHOLDERS = {"python", "workspace", "readonly", "inputs", "model", "draft", "cache"}
+MODEL_SOURCES = ("path", "hub", "package")
 
 TOP_KEYS = {
     "name",
@@ -167,9 +168,10 @@ def _bad_values(file: Path, t: Target) -> list[str]:
     problems = []
     if t.executor not in EXECUTORS:
         problems.append(f"{file}: executor '{t.executor}' is not one of {', '.join(EXECUTORS)}")
-    sources = [k for k in ("path", "hub", "package") if getattr(t.model, k)]
+    sources = [k for k in MODEL_SOURCES if getattr(t.model, k)]
     if len(sources) != 1:
         problems.append(f"{file}: [model] needs exactly one of path, hub, package (has {sources or 'none'})")
+    problems += _bad_draft(file, t.model.draft)
     if t.benchmark.direction not in ("lower", "higher"):
         problems.append(f"{file}: benchmark.direction must be 'lower' or 'higher', not '{t.benchmark.direction}'")
     if not isinstance(t.benchmark.repeats, int) or t.benchmark.repeats < 1:
@@ -180,6 +182,17 @@ def _bad_values(file: Path, t: Target) -> list[str]:
     for name, inputs in (("checker", t.checker.inputs), ("benchmark", t.benchmark.inputs)):
         if inputs not in t.readonly:
             problems.append(f"{file}: {name}.inputs '{inputs}' must be one of readonly.paths")
+    return problems
+
+
+def _bad_draft(file: Path, draft) -> list[str]:
+    if not isinstance(draft, dict):
+        return [f"{file}: [model.draft] must be a table with one of path, hub, package"]
+    if not draft:
+        return []
+    problems = [f"{file}: unknown key 'model.draft.{k}'" for k in draft if k not in MODEL_SOURCES]
+    if not problems and len([k for k in MODEL_SOURCES if draft.get(k)]) != 1:
+        problems.append(f"{file}: [model.draft] needs exactly one of path, hub, package")
     return problems
 
 

@@ -17,8 +17,15 @@ from test_json_tiny import FAST_KNOBS, run_check, seed_copy
 
 from conftest import TARGET
 
-SEED_MODULES = ("blas", "cache", "drafts", "engine", "grammar", "knobs", "model", "serve", "server")
-NEW_KNOBS = {"jump_forward": "on", "draft": "prompt", "draft_tokens": 4, "compile": "on"}
+SEED_MODULES = ("blas", "drafts", "engine", "grammar", "knobs", "model", "serve", "server")
+NEW_KNOBS = {
+    "jump_forward": "on",
+    "draft": "prompt",
+    "draft_tokens": 4,
+    "compile": "on",
+    "sparse_head": "on",
+    "prompt_cache": "prefix",
+}
 PROMPT = "<|im_start|>user\nA red Brompton bike, 2019, in good shape.<|im_end|>\n<|im_start|>assistant\n"
 SCHEMAS = [
     {
@@ -68,15 +75,23 @@ def seed():
 @pytest.fixture(scope="module")
 def tiny_dir(seed, model_dir, tmp_path_factory) -> Path:  # noqa: F811
     """A small random llama with SmolLM2's tokenizer: fast, and its drafts are often wrong."""
+    return random_llama(seed, model_dir, tmp_path_factory.mktemp("tiny-smol"), 3)
+
+
+@pytest.fixture(scope="module")
+def other_tiny_dir(seed, model_dir, tmp_path_factory) -> Path:  # noqa: F811
+    return random_llama(seed, model_dir, tmp_path_factory.mktemp("other-tiny-smol"), 4)
+
+
+def random_llama(seed, model_dir: Path, folder: Path, random_seed: int) -> Path:
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    folder = tmp_path_factory.mktemp("tiny-smol")
     for path in model_dir.iterdir():
         if path.name not in ("config.json", "model.safetensors"):
             shutil.copy(path, folder)
     config = {
-        "hidden_size": 64,
+        "hidden_size": 128,
         "num_hidden_layers": 2,
         "intermediate_size": 128,
         "num_attention_heads": 4,
@@ -85,7 +100,7 @@ def tiny_dir(seed, model_dir, tmp_path_factory) -> Path:  # noqa: F811
         "vocab_size": 49152,
         "tie_word_embeddings": True,
     }
-    mx.random.seed(3)
+    mx.random.seed(random_seed)
     llama = seed.model.Llama(seed.model.ModelConfig(**config))
     mx.eval(llama.parameters())
     mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(llama.parameters())))
@@ -125,8 +140,12 @@ class Liar:
         self.vocab_size = vocab_size
         self.max_tokens = 4
 
-    def propose(self, constraint, prompt: str, output: list[int], room: int) -> list[int]:
+    def start(self, prompt: str, ids: list[int]) -> None:
+        pass
+
+    def propose(self, constraint, output: list[int], room: int):
         import xgrammar as xgr
+        from drafts import Draft
 
         start = len(output)
         right = self.truth[start : start + len(output) % 3]
@@ -138,7 +157,7 @@ class Liar:
         allowed = np.flatnonzero(np.unpackbits(bitmask.numpy().view(np.uint8), bitorder="little"))
         truth = self.truth[start + len(right)] if start + len(right) < len(self.truth) else None
         wrong = [int(t) for t in allowed if t != truth and t not in constraint.stop_tokens][:1]
-        return (right + wrong)[:room]
+        return Draft((right + wrong)[:room])
 
 
 def test_wrong_drafts_are_rolled_back_and_the_output_is_constrained_greedy(tiny):
@@ -163,29 +182,92 @@ def test_wrong_drafts_are_rolled_back_and_the_output_is_constrained_greedy(tiny)
         assert liar.stats.forwards < len(tokens) + 1
 
 
-@pytest.mark.parametrize(
-    "config", [{"jump_forward": True}, {"draft_tokens": 4}, {"jump_forward": True, "draft_tokens": 8}]
-)
-def test_drafting_is_token_identical_to_one_token_steps(tiny, config):
+def output(result) -> tuple:
+    return result.tokens, result.text, result.finish_reason
+
+
+CONFIGS = [
+    {"jump_forward": True},
+    {"draft_tokens": 4},
+    {"jump_forward": True, "draft_tokens": 8},
+    {"sparse_head": 8192, "jump_forward": True},
+    {"prompt_cache": True, "prefill_step_size": 16},
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "+".join(c))
+def test_drafting_and_engine_knobs_are_token_identical_to_one_token_steps(tiny, config):
     plain, drafting = tiny(), tiny(**config)
     for schema in [*SCHEMAS, SMALL]:
         for max_tokens in (40, 7):
-            assert generate(drafting, schema, max_tokens) == generate(plain, schema, max_tokens)
+            assert output(generate(drafting, schema, max_tokens)) == output(generate(plain, schema, max_tokens))
     if config.get("jump_forward"):
         assert drafting.stats.forwards < plain.stats.forwards
-        assert drafting.stats.accepted > 0
+        assert 0 < drafting.stats.jump_forward <= drafting.stats.accepted
+
+
+def test_sparse_head_computes_only_the_allowed_rows(seed, tiny):
+    engine = tiny(sparse_head=8192)
+    constraint = engine.constraint(SMALL)
+    constraint.fill()
+    allowed = constraint.allowed(1)
+    assert 0 < len(allowed) < 100
+    hidden = engine.model.hidden(engine_ids(engine), engine.model.make_caches())[0, -1:]
+    full = np.array(engine.model.logits(hidden))[0, allowed]
+    sparse = np.array(engine.model.logits_for(hidden, seed.engine.mx.array(allowed)))[0]
+    np.testing.assert_allclose(sparse, full, rtol=1e-5, atol=1e-5)
+
+
+def engine_ids(engine):
+    import mlx.core as mx
+
+    return mx.array([engine.tokenizer.encode(PROMPT, add_special_tokens=False)])
+
+
+def test_prompt_cache_reuses_the_shared_prefix(tiny):
+    for reuse in (True, False):
+        engine = tiny(prompt_cache=reuse)
+        first = generate(engine, SMALL)
+        caches = engine.caches
+        assert output(generate(engine, SMALL)) == output(first)
+        assert (engine.caches is caches) == reuse
+
+
+def test_draft_model_rejections_keep_the_grammar_in_step(seed, tiny, tiny_dir, other_tiny_dir):
+    plain = tiny()
+    for folder, rejects in ((tiny_dir, False), (other_tiny_dir, True)):
+        drafter = seed.drafts.ModelDrafter(seed.model.load(folder), 4, 2048)
+        speculative = tiny(draft_tokens=4)
+        speculative.drafter = drafter
+        for schema in [*SCHEMAS, SMALL]:
+            for max_tokens in (40, 7):
+                assert output(generate(speculative, schema, max_tokens)) == output(generate(plain, schema, max_tokens))
+        stats = speculative.stats
+        assert stats.accepted > 0 and stats.forwards < plain.stats.forwards
+        assert (stats.drafted > stats.accepted) == rejects
+
+
+def test_quantized_kv_cache_still_gives_schema_valid_json(tiny):
+    for bits in (8, 4):
+        result = generate(tiny(kv_bits=bits), SMALL)
+        assert result.finish_reason == "stop"
+        jsonschema.validate(json.loads(result.text), SMALL)
 
 
 def test_jump_forward_drafts_the_forced_text(seed, tiny):
     engine = tiny(jump_forward=True)
     constraint = engine.constraint(SMALL)
-    draft = engine.drafter.propose(constraint, PROMPT, [], 10)
-    assert engine.tokenizer.decode(draft) == '{"ok":'
-    assert engine.drafter.propose(constraint, PROMPT, [], 2) == draft[:2]
+    engine.drafter.start(PROMPT, [])
+    draft = engine.drafter.propose(constraint, [], 10)
+    assert engine.tokenizer.decode(draft.tokens) == '{"ok":'
+    assert draft.forced == len(draft.tokens)
+    assert engine.drafter.propose(constraint, [], 2).tokens == draft.tokens[:2]
     lookup = tiny(draft_tokens=2)
+    lookup.drafter.start(PROMPT, [])
     output = lookup.tokenizer.encode('{"brand":"Brompton', add_special_tokens=False)
-    draft = lookup.drafter.propose(lookup.constraint(SCHEMAS[1]), PROMPT, output, 10)
-    assert lookup.tokenizer.decode(draft) == " bike,"
+    draft = lookup.drafter.propose(lookup.constraint(SCHEMAS[1]), output, 10)
+    assert lookup.tokenizer.decode(draft.tokens) == " bike,"
+    assert draft.forced == 0
 
 
 def test_prompt_lookup_continues_the_latest_repeat(seed):

@@ -198,3 +198,28 @@ def test_tuner_pairs_a_promising_change_before_other_single_changes(tmp_path):
         store.start_round("r", n, picked[0].title, picked[0].proposal, "c0")
         store.end_round("r", n, "rejected", "within noise", gain=gains.get(picked[0].title, 0.95))
     assert titles == ["w=f", "w=f, b=o", "w=f, c=z", "b=o", "c=z", "b=o, c=z"]
+
+
+def test_tuner_tries_a_change_that_lost_before_after_the_fresh_ones(tmp_path):
+    from types import SimpleNamespace
+
+    from app.policies.tuner import Policy
+
+    (tmp_path / knobs.FILE).write_text(
+        '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
+        '[c]\nvalues = ["y", "z"]\ndefault = "y"\n'
+    )
+    store = Store(tmp_path / "a.db")
+    record = SimpleNamespace(best_commit="c0")
+    run = SimpleNamespace(id="r", store=store, workspace=SimpleNamespace(path=tmp_path), record=record)
+    for n, (title, status, gain) in enumerate([("w=f", "rejected", 0.5), ("b=o", "accepted", 2.0)], 1):
+        task, _ = Policy().next(run)
+        assert task.title == title
+        store.start_round("r", n, title, task.proposal, "c0")
+        store.end_round("r", n, status, "measured", gain=gain)
+        if status == "accepted":
+            knobs.set_default(tmp_path, "b", "o")
+    assert Policy().next(run)[0].title == "c=z"
+    store.start_round("r", 3, "c=z", Policy().next(run)[0].proposal, "c0")
+    store.end_round("r", 3, "rejected", "within noise", gain=0.97)
+    assert Policy().next(run)[0].title == "w=f"

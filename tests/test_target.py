@@ -38,6 +38,10 @@ def test_toy_validates(toy, capsys):
         ("{readonly}/check.py", "{readonly}/chek.py", "'chek.py' is not among readonly.paths"),
         ("--cache {cache}", "--cache {scratch}", "uses unknown placeholder {scratch}"),
         ('path = "model"', 'path = "model"\nhub = "a/b"', "needs exactly one of path, hub, package"),
+        ('path = "model"', 'path = "model"\ndraft = "small"', "[model.draft] must be a table"),
+        ('path = "model"', 'path = "model"\ndraft = {file = "x"}', "unknown key 'model.draft.file'"),
+        ('path = "model"', 'path = "model"\ndraft = {path = "nowhere"}', "draft: model file not found"),
+        ('path = "model"', 'path = "model"\ndraft = {hub = "no hub id"}', "draft: model.hub 'no hub id'"),
         ('instructions = "OBJECTIVE.md"', 'instructions = "GOALS.md"', "GOALS.md: missing file"),
         ('inputs = "inputs"\ntimeout = 120', 'inputs = "data"\ntimeout = 120', "checker.inputs 'data' must be one of"),
         ('name = "toy"', 'name = "toy', "target.toml"),
@@ -88,3 +92,11 @@ def test_run_with_a_missing_model_file_is_one_line_and_no_run(toy, home, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"atelier: error: model file not found: {toy / 'gone'}"]
     assert not (home / "runs").exists()
+
+
+def test_json_mlx_names_its_draft_by_hub_id_and_shares_the_json_tiny_stack():
+    json_mlx, json_tiny = target.load("json-mlx"), target.load("json-tiny")
+    assert json_mlx.model.hub.endswith("Llama-3.1-8B-Instruct-8bit")
+    assert json_mlx.model.draft == {"hub": "mlx-community/Llama-3.2-1B-Instruct-4bit"}
+    assert (json_mlx.dir / "seed").resolve() == (json_tiny.dir / "seed").resolve()
+    assert "--draft {draft}" in json_mlx.checker.command and "--draft {draft}" in json_mlx.serve

@@ -3,10 +3,11 @@ improvement): from the incumbent's settings it proposes, in the file's order, ea
 knob and has not been measured yet. An accepted proposal becomes the incumbent, and the walk goes on from there.
 Some knobs only pay off together (a faster BLAS matters only once the weights are dense), so a one-knob change
 that measured faster than the incumbent but inside the noise band is promising: before any further one-knob
-change, it is tried together with each other knob's values. When every one-knob neighbour has been measured, the
-remaining two-knob settings follow. When those are measured too, the incumbent is a local optimum and the tuner
-stops. Everything it knows is read back from the store, so a resumed
-run carries on where it stopped."""
+change, it is tried together with each other knob's values, except changes that already lost. A one-knob change
+lost when it measured slower, or failed the Judge, from some earlier incumbent; such changes wait until the fresh
+one-knob changes are measured. When every one-knob neighbour has been measured, the remaining two-knob settings
+follow. When those are measured too, the incumbent is a local optimum and the tuner stops. Everything it knows is
+read back from the store, so a resumed run carries on where it stopped."""
 
 import itertools
 import json
@@ -59,12 +60,20 @@ def _neighbours(declared: list[knobs.Knob], current: dict, distance: int):
 
 def _candidates(declared: list[knobs.Knob], current: dict, rounds: list[dict]):
     """Promising changes paired with every other knob first, then one-knob and two-knob neighbours."""
+    singles = list(_neighbours(declared, current, 1))
+    lost = _lost(rounds)
     for promising in _promising(current, rounds):
-        for other in _neighbours(declared, current, 1):
-            if not other.keys() & promising.keys():
+        for other in singles:
+            if not other.keys() & promising.keys() and _key(other) not in lost:
                 yield promising | other
-    yield from _neighbours(declared, current, 1)
+    yield from (c for c in singles if _key(c) not in lost)
+    yield from (c for c in singles if _key(c) in lost)
     yield from _neighbours(declared, current, 2)
+
+
+def _lost(rounds: list[dict]) -> set[str]:
+    """One-knob changes that measured slower, or failed the Judge, from some earlier incumbent."""
+    return {_key(p["changes"]) for p in rounds if len(p.get("changes", {})) == 1 and (p["gain"] or 0) < 1}
 
 
 def _promising(current: dict, rounds: list[dict]) -> list[dict]:

@@ -19,11 +19,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="json-tiny benchmark")
     parser.add_argument("--stack", required=True, type=Path)
     parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--draft", default="", help="draft model folder, passed on to the stack (empty: none)")
     parser.add_argument("--inputs", required=True, type=Path)
     args = parser.parse_args()
-    cases = load_cases(args.inputs)
+    cases = load_cases(args.inputs, args.model)
     started = time.perf_counter()
-    with Stack(args.stack, args.model) as stack:
+    with Stack(args.stack, args.model, Path(args.draft) if args.draft else None) as stack:
         try:
             stack.wait_ready()
             startup = time.perf_counter() - started

@@ -25,10 +25,11 @@ LIBRARIES = ("mlx", "mlx-lm", "xgrammar", "transformers", "tokenizers")
 
 def main() -> int:
     args = parse_args()
-    cases = load_cases(args.inputs)
+    cases = load_cases(args.inputs, args.model)
     expected = reference_outputs(args.model, cases, args.cache)
     failures = [f"{name}: reference output is invalid: {reason}" for name, reason in invalid(cases, expected)]
-    failures += candidate_failures(args.stack, args.model, cases, expected)
+    draft = Path(args.draft) if args.draft else None
+    failures += candidate_failures(args.stack, args.model, draft, cases, expected)
     for failure in failures:
         print(f"CHECK FAIL {failure}")
     if failures:
@@ -42,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="json-tiny checker")
     parser.add_argument("--stack", required=True, type=Path)
     parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--draft", default="", help="draft model folder, passed on to the stack (empty: none)")
     parser.add_argument("--inputs", required=True, type=Path)
     parser.add_argument("--cache", required=True, type=Path)
     return parser.parse_args()
@@ -90,9 +92,11 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-def candidate_failures(workspace: Path, model: Path, cases: list[Case], expected: dict) -> list[str]:
+def candidate_failures(
+    workspace: Path, model: Path, draft: Path | None, cases: list[Case], expected: dict
+) -> list[str]:
     failures = []
-    with Stack(workspace, model) as stack:
+    with Stack(workspace, model, draft) as stack:
         try:
             stack.wait_ready()
         except StackError as error:

@@ -1,4 +1,4 @@
-"""The json-tiny workload: cases read from a folder, and a client for a candidate stack process."""
+"""The json-tiny workload: cases read from a folder or a JSONSchemaBench checkout, and a client for a stack process."""
 
 import json
 import queue
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENTRY = "serve.py"
+SYSTEM = "Reply with one JSON value that matches this JSON schema, and nothing else."
+BENCH_REQUEST = "Give a realistic example."
 READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 300.0
 WARMUP = {
@@ -33,11 +35,19 @@ class Case:
         return {"id": self.name, "prompt": self.prompt, "schema": self.schema, "max_tokens": self.max_tokens}
 
 
-def load_cases(folder: Path) -> list[Case]:
+def load_cases(folder: Path, model: Path | None = None) -> list[Case]:
+    """The cases in folder; given a model folder, prompts are rendered anew with that model's chat template."""
     files = sorted(Path(folder).glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no *.json cases in {folder}")
-    return [read_case(path) for path in files]
+    cases = [read_case(path) for path in files]
+    if model is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model))
+        for case in cases:
+            case.prompt = render(tokenizer, case.messages) if case.messages else case.prompt
+    return cases
 
 
 def read_case(path: Path) -> Case:
@@ -45,18 +55,83 @@ def read_case(path: Path) -> Case:
     return Case(path.stem, raw["prompt"], raw["schema"], int(raw["max_tokens"]), raw.get("messages", []))
 
 
+def messages_for(schema: dict, request: str) -> list[dict]:
+    """The schema goes in the system message, compact, so an unconstrained model can follow it too."""
+    compact = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+    system = f"{SYSTEM}\n{compact}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": request}]
+
+
+def render(tokenizer, messages: list[dict]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def case_for(name: str, schema: dict, request: str, max_tokens: int, tokenizer) -> Case:
+    messages = messages_for(schema, request)
+    return Case(name, render(tokenizer, messages), schema, max_tokens, messages)
+
+
+@dataclass
+class Skipped:
+    name: str
+    reason: str
+
+
+def jsonschemabench(
+    root: Path, tokenizer, per_split: int, max_chars: int, max_tokens: int
+) -> tuple[list[Case], list[Skipped]]:
+    """Cases from a JSONSchemaBench checkout (data/<split>/*.json, or <split>/*.json), spread evenly over the splits.
+
+    Each split contributes its per_split smallest schemas (by compact size, ties by file name); schemas longer
+    than max_chars are skipped with the reason, as are files that are not JSON objects.
+    """
+    root = Path(root)
+    data = root / "data" if (root / "data").is_dir() else root
+    splits = sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+    if not splits:
+        raise FileNotFoundError(f"no JSONSchemaBench splits (folders of *.json) under {root}")
+    cases, skipped = [], []
+    for split in splits:
+        sized = []
+        for path in sorted(split.glob("*.json")):
+            name = f"{split.name}/{path.stem}"
+            try:
+                schema = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                skipped.append(Skipped(name, f"not JSON: {error}"))
+                continue
+            if not isinstance(schema, dict):
+                skipped.append(Skipped(name, "not a JSON object"))
+                continue
+            sized.append((len(json.dumps(schema, separators=(",", ":"))), name, schema))
+        sized.sort(key=lambda item: item[:2])
+        taken = [item for item in sized if item[0] <= max_chars][:per_split]
+        skipped += [
+            Skipped(name, f"schema is {size} chars, over {max_chars}") for size, name, _ in sized if size > max_chars
+        ]
+        cases += [case_for(name, schema, BENCH_REQUEST, max_tokens, tokenizer) for _, name, schema in taken]
+    return cases, skipped
+
+
 class StackError(RuntimeError):
     pass
 
 
 class Stack:
-    def __init__(self, workspace: Path, model: Path):
+    """A stack process speaking the JSON-lines protocol: serve.py in a workspace, or any command given."""
+
+    def __init__(
+        self, workspace: Path, model: Path, draft: Path | None = None, command: list[str] | None = None, env=None
+    ):
         self.stderr = tempfile.TemporaryFile()
         workspace = Path(workspace).resolve()
-        command = [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
+        if command is None:
+            command = [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
+            command += ["--draft", str(Path(draft).resolve())] if draft else []
         self.process = subprocess.Popen(
             command,
             cwd=workspace,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,

@@ -21,7 +21,7 @@ def select(blas: str) -> None:
         return
     preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library]))
     env = dict(os.environ, LD_PRELOAD=preload, **{MARKER: blas})
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def find_openblas() -> str | None:

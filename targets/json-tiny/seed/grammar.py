@@ -3,6 +3,7 @@
 import json
 
 import mlx.core as mx
+import numpy as np
 import xgrammar as xgr
 from xgrammar.kernels.apply_token_bitmask_mlx import apply_token_bitmask_mlx
 
@@ -26,9 +27,12 @@ class Constraint:
         self.bitmask = xgr.allocate_token_bitmask(max_draft + 1, vocab_size)
         self.stop_tokens = set(matcher.stop_token_ids)
 
-    def mask(self, logits: mx.array) -> mx.array:
+    def fill(self) -> None:
         self.matcher.fill_next_token_bitmask(self.bitmask)
-        return apply_token_bitmask_mlx(mx.array(self.bitmask[:1].numpy()), logits, self.vocab_size)
+
+    def mask(self, logits: mx.array) -> mx.array:
+        self.fill()
+        return self.masks(logits, 1)
 
     def walk(self, draft: list[int]) -> list[int]:
         """Advance over the longest valid prefix of draft, filling one mask row before each token and one after."""
@@ -43,6 +47,17 @@ class Constraint:
 
     def masks(self, logits: mx.array, rows: int) -> mx.array:
         return apply_token_bitmask_mlx(mx.array(self.bitmask[:rows].numpy()), logits, self.vocab_size)
+
+    def bits(self, rows: int) -> np.ndarray:
+        packed = self.bitmask[:rows].numpy().view(np.uint8)
+        return np.unpackbits(packed, axis=1, bitorder="little")[:, : self.vocab_size].astype(bool)
+
+    def allowed(self, rows: int) -> np.ndarray:
+        """The token ids that any of the first rows allows, ascending."""
+        return np.flatnonzero(self.bits(rows).any(axis=0))
+
+    def dense_masks(self, rows: int, allowed: np.ndarray) -> mx.array:
+        return mx.array(self.bits(rows)[:, allowed])
 
     def accept(self, token: int) -> None:
         if not self.matcher.accept_token(token):

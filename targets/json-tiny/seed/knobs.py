@@ -16,6 +16,10 @@ class Knobs:
     draft: str = "none"
     draft_tokens: int = 4
     compile: str = "off"
+    sparse_head: str = "off"
+    prompt_cache: str = "off"
+    prefill_step_size: int = 2048
+    kv_cache: str = "full"
 
     @classmethod
     def read(cls, path: Path = KNOBS_FILE) -> "Knobs":

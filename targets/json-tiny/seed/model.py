@@ -6,8 +6,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from cache import KVCache
 from mlx.utils import tree_unflatten
+from mlx_lm.models.base import scaled_dot_product_attention
+from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(heads * head_dim, dim, bias=False)
         self.rope = nn.RoPE(head_dim, traditional=config.rope_traditional, base=config.rope_theta)
 
-    def __call__(self, x: mx.array, mask, cache: KVCache) -> mx.array:
+    def __call__(self, x: mx.array, mask, cache) -> mx.array:
         batch, length, _ = x.shape
         q = self.q_proj(x).reshape(batch, length, self.heads, -1).transpose(0, 2, 1, 3)
         k = self.k_proj(x).reshape(batch, length, self.kv_heads, -1).transpose(0, 2, 1, 3)
@@ -57,7 +58,7 @@ class Attention(nn.Module):
         q = self.rope(q, offset=cache.offset)
         k = self.rope(k, offset=cache.offset)
         k, v = cache.update_and_fetch(k, v)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = scaled_dot_product_attention(q, k, v, cache, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
 
@@ -80,7 +81,7 @@ class Block(nn.Module):
         self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def __call__(self, x: mx.array, mask, cache: KVCache) -> mx.array:
+    def __call__(self, x: mx.array, mask, cache) -> mx.array:
         return self.feed(x + self.self_attn(self.input_layernorm(x), mask, cache))
 
     def feed(self, h: mx.array) -> mx.array:
@@ -103,7 +104,7 @@ class Llama(nn.Module):
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
-    def hidden(self, tokens: mx.array, caches: list[KVCache]) -> mx.array:
+    def hidden(self, tokens: mx.array, caches: list) -> mx.array:
         h = self.model.embed_tokens(tokens)
         mask = "causal" if tokens.shape[1] > 1 else None
         for layer, cache in zip(self.model.layers, caches, strict=True):
@@ -115,10 +116,21 @@ class Llama(nn.Module):
             return self.model.embed_tokens.as_linear(hidden)
         return self.lm_head(hidden)
 
-    def __call__(self, tokens: mx.array, caches: list[KVCache]) -> mx.array:
+    def logits_for(self, hidden: mx.array, ids: mx.array) -> mx.array:
+        """Logits of the given token ids only: their rows of the output projection."""
+        head = self.model.embed_tokens if self.config.tie_word_embeddings else self.lm_head
+        if isinstance(head, nn.QuantizedEmbedding | nn.QuantizedLinear):
+            rows = (head.weight[ids], head.scales[ids], head.biases[ids])
+            return mx.quantized_matmul(hidden, *rows, transpose=True, group_size=head.group_size, bits=head.bits)
+        return hidden @ head.weight[ids].T
+
+    def __call__(self, tokens: mx.array, caches: list) -> mx.array:
         return self.logits(self.hidden(tokens, caches))
 
-    def make_caches(self) -> list[KVCache]:
+    def make_caches(self, kv_bits: int = 0) -> list:
+        if kv_bits:
+            group_size = 64 if self.config.head_dim % 64 == 0 else 32
+            return [QuantizedKVCache(group_size=group_size, bits=kv_bits) for _ in self.model.layers]
         return [KVCache() for _ in self.model.layers]
 
 

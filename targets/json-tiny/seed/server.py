@@ -1,6 +1,6 @@
 """Serve the stack over the OpenAI chat completions API, constrained to a JSON schema.
 
-python server.py --model DIR [--host 127.0.0.1] [--port 8000]
+python server.py --model DIR [--draft DIR] [--host 127.0.0.1] [--port 8000]
 POST /v1/chat/completions with response_format {"type": "json_schema", "json_schema": {"schema": {...}}},
 streamed (SSE chat.completion.chunk) or not; GET /v1/models. Requests (and their parsing) run one at a time.
 Errors are 400/404 with an OpenAI-style {"error": {...}} body. A reply cut by max_tokens (default 256)
@@ -166,6 +166,7 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="mlx-lm model folder")
+    parser.add_argument("--draft", type=Path, help="mlx-lm folder of a draft model with the same tokenizer")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default=8000, type=int, help="0 picks a free port")
     args = parser.parse_args()
@@ -173,7 +174,7 @@ def main() -> None:
     blas.select(knobs.blas)
     from serve import build_engine
 
-    Handler.service = Service(build_engine(args.model, knobs), args.model.name)
+    Handler.service = Service(build_engine(args.model, knobs, args.draft), args.model.name)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     print(json.dumps({"ready": True, "port": server.server_address[1]}), flush=True)
     server.serve_forever()

@@ -1,0 +1,1 @@
+"""Benchmarks: `atelier bench NAME` runs app.bench.NAME."""

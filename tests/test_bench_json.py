@@ -1,0 +1,109 @@
+"""`atelier bench json`: the JSONSchemaBench loader, the figures, and one real side-by-side run (slow)."""
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_json_tiny import FAST_KNOBS, seed_copy
+
+from app.bench import report
+from conftest import TARGET, atelier
+
+OBJECT = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+ENUM = {"type": "object", "properties": {"size": {"enum": ["S", "M"]}}, "required": ["size"]}
+UNCOMPILABLE = {"type": "object", "properties": {"id": {"type": "string", "pattern": "(?<=a)b"}}, "required": ["id"]}
+
+
+@pytest.fixture(scope="module")
+def workload():
+    spec = importlib.util.spec_from_file_location("json_workload_test", TARGET / "workload.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def checkout(root: Path) -> Path:
+    """A JSONSchemaBench-shaped folder: two splits, a large schema, a file that is not JSON."""
+    for split, files in {
+        "Alpha": {"a1": OBJECT, "a2": ENUM, "big": {"type": "object", "description": "x" * 500}},
+        "Beta": {"b1": ENUM, "bad": "{not json", "c1": UNCOMPILABLE},
+    }.items():
+        (root / "data" / split).mkdir(parents=True)
+        for name, schema in files.items():
+            text = schema if isinstance(schema, str) else json.dumps(schema)
+            (root / "data" / split / f"{name}.json").write_text(text)
+    return root
+
+
+def test_jsonschemabench_takes_the_smallest_schemas_per_split_and_reports_the_rest(tmp_path, workload, tokenizer):
+    cases, skipped = workload.jsonschemabench(checkout(tmp_path), tokenizer, 2, 300, 64)
+    assert [c.name for c in cases] == ["Alpha/a1", "Alpha/a2", "Beta/b1", "Beta/c1"]
+    reasons = {s.name: s.reason for s in skipped}
+    assert sorted(reasons) == ["Alpha/big", "Beta/bad"]
+    assert reasons["Alpha/big"] == "schema is 534 chars, over 300" and reasons["Beta/bad"].startswith("not JSON")
+    case = cases[0]
+    assert case.max_tokens == 64 and case.schema == OBJECT
+    assert json.dumps(OBJECT, separators=(",", ":")) in case.messages[0]["content"]
+    assert case.prompt == workload.render(tokenizer, case.messages)
+    assert case.prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_jsonschemabench_without_splits_is_a_clear_error(tmp_path, workload, tokenizer):
+    with pytest.raises(FileNotFoundError, match="no JSONSchemaBench splits"):
+        workload.jsonschemabench(tmp_path, tokenizer, 2, 300, 64)
+
+
+def answer(tokens: list[int], text: str, seconds: float, finish: str = "stop", **extra) -> dict:
+    return {"tokens": tokens, "text": text, "finish_reason": finish, "latency_s": [seconds], "ttft_s": 0.1} | extra
+
+
+def test_figures_count_validity_identity_and_shares():
+    cases = [SimpleNamespace(name=n, schema=ENUM, max_tokens=8) for n in ("x", "y", "z")]
+    answers = {
+        "b": {"x": answer([1, 2], '{"size":"S"}', 2.0), "y": answer([3], '{"size":"M"}', 4.0),
+              "z": answer([5] * 8, '{"size":', 6.0, "length")},
+        "e": {"x": answer([1, 2], '{"size":"S"}', 1.0, stats={"jump_forward": 1, "accepted": 2}),
+              "y": answer([4], '{"size":"L"}', 1.0, stats={"jump_forward": 0, "accepted": 0}),
+              "z": {"error": "stack exited", "latency_s": [0.5]}},
+    }  # fmt: skip
+    results = report.Results(rows=[("b", "ref"), ("e", "tuned")], cases=cases, answers=answers)
+    b, e = (report.figures(results, key, label) for key, label in results.rows)
+    assert (b.valid, b.identical, b.p50) == (2, 3, 4.0)
+    assert b.failures == ["z: hit max_tokens (8)"]
+    assert (e.valid, e.identical, e.answered) == (1, 1, 2)
+    assert e.failures[0].startswith("y: schema-invalid") and e.failures[1] == "z: error: stack exited"
+    assert e.jump_forward == pytest.approx(1 / 3) and e.drafted == pytest.approx(1 / 3)
+    assert report.percentile([1.0, 2.0, 3.0, 4.0], 0.9) == pytest.approx(3.7)
+    assert "| e | tuned | 1.00 |" in report.table(results, [b, e]) and "4.00×" in report.table(results, [b, e])
+
+
+@pytest.mark.slow
+def test_bench_runs_every_row_side_by_side_and_writes_the_report(tmp_path, models_dir, model_dir):
+    stack = seed_copy(tmp_path / "tuned", **FAST_KNOBS, jump_forward="on", draft="prompt")
+    out = tmp_path / "out"
+    result = atelier(
+        "bench", "json", "--data", str(checkout(tmp_path / "bench")), "--per-split", "2", "--max-chars", "300",
+        "--max-tokens", "24", "--stack", str(stack), "--out", str(out), home=models_dir.parent, timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = {row["key"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert list(figures) == ["a", "b", "b=", "c", "d", "e"]
+    text = (out / "report.md").read_text()
+    assert "Beta/c1:" in text.split("could not compile")[1]
+    assert "Alpha/big: schema is 534 chars" in text and "Beta/bad: not JSON" in text
+    for key in ("b", "b=", "d", "e"):
+        assert figures[key]["valid"] == 3, (key, figures[key]["failures"])
+    assert figures["d"]["identical"] == 3
+    assert figures["e"]["identical_layout"] == 3
+    assert figures["e"]["jump_forward"] > 0
+    assert figures["c"]["answered"] == 3
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
