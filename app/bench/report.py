@@ -2,6 +2,7 @@
 
 import json
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,8 +176,8 @@ def chart(rows: list[Figures], path: Path, cases: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6))
-    names = [f"{f.key}: {f.label}" for f in rows][::-1]
+    figure, axis = plt.subplots(figsize=(11, 0.8 * len(rows) + 1.6))
+    names = [f"{f.key}: " + textwrap.fill(f.label, 40) for f in rows][::-1]
     p50 = [f.p50 for f in rows][::-1]
     p90 = [f.p90 for f in rows][::-1]
     axis.barh(names, p90, color="#c8d6e5", label="p90")
@@ -186,7 +187,7 @@ def chart(rows: list[Figures], path: Path, cases: int) -> None:
         note = f"  {low:.2f} s" + (f" ({reference / low:.2f}× b)" if reference and low else "")
         axis.text(high, y, note, va="center", fontsize=8)
     axis.set_xlabel(f"seconds per request ({cases} schemas, one at a time)")
-    axis.set_title("Constrained JSON decoding: end-to-end latency per request")
+    axis.set_title("Constrained JSON decoding: latency per request")
     axis.legend(loc="lower right")
     axis.set_xlim(0, max(p90) * 1.45 if p90 else 1)
     figure.tight_layout()
