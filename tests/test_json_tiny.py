@@ -197,8 +197,9 @@ def test_check_fails_on_a_tampered_seed(tmp_path, model_dir, check_cache):
     stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
     engine = stack / "engine.py"
     source = engine.read_text()
-    assert "constraint.mask(logits)" in source
-    engine.write_text(source.replace("constraint.mask(logits)", "constraint.mask(-logits)"))
+    masked = "constraint.masks(self.model.logits(hidden), rows)"
+    assert masked in source
+    engine.write_text(source.replace(masked, "constraint.masks(-self.model.logits(hidden), rows)"))
     inputs = one_case_inputs(tmp_path / "inputs", "review")
     result = run_check(stack, model_dir, inputs, check_cache)
     assert result.returncode != 0
