@@ -1,6 +1,5 @@
 """`atelier bench json`: the JSONSchemaBench loader, the figures, and one real side-by-side run (slow)."""
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,6 +8,7 @@ import pytest
 from test_json_tiny import FAST_KNOBS, seed_copy
 
 from app.bench import report
+from app.bench.jsonbench import import_workload
 from conftest import TARGET, atelier
 
 OBJECT = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
@@ -18,10 +18,7 @@ UNCOMPILABLE = {"type": "object", "properties": {"id": {"type": "string", "patte
 
 @pytest.fixture(scope="module")
 def workload():
-    spec = importlib.util.spec_from_file_location("json_workload_test", TARGET / "workload.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_workload(TARGET)
 
 
 @pytest.fixture(scope="module")

@@ -147,18 +147,26 @@ def test_store_that_is_not_a_database(tmp_path):
         Store(tmp_path / "a.db")
 
 
-def test_tuner_walks_one_knob_then_pairs_and_remembers(tmp_path):
+TWO_KNOBS = '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
+THREE_KNOBS = TWO_KNOBS + '[c]\nvalues = ["y", "z"]\ndefault = "y"\n'
+
+
+def tuner_run(tmp_path, declared: str):
+    """A run as the tuner sees it: knobs in a workspace, a store, a best commit."""
     from types import SimpleNamespace
 
+    (tmp_path / knobs.FILE).write_text(declared)
+    record = SimpleNamespace(best_commit="c0")
+    return SimpleNamespace(
+        id="r", store=Store(tmp_path / "a.db"), workspace=SimpleNamespace(path=tmp_path), record=record
+    )
+
+
+def test_tuner_walks_one_knob_then_pairs_and_remembers(tmp_path):
     from app.policies.tuner import Policy
 
-    (tmp_path / knobs.FILE).write_text(
-        '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
-    )
-    store = Store(tmp_path / "a.db")
-    run = SimpleNamespace(
-        id="r", store=store, workspace=SimpleNamespace(path=tmp_path), record=SimpleNamespace(best_commit="c0")
-    )
+    run = tuner_run(tmp_path, TWO_KNOBS)
+    store = run.store
     tuner = Policy()
     titles = []
     for n in range(1, 5):
@@ -177,17 +185,10 @@ def test_tuner_walks_one_knob_then_pairs_and_remembers(tmp_path):
 
 
 def test_tuner_pairs_a_promising_change_before_other_single_changes(tmp_path):
-    from types import SimpleNamespace
-
     from app.policies.tuner import Policy
 
-    (tmp_path / knobs.FILE).write_text(
-        '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
-        '[c]\nvalues = ["y", "z"]\ndefault = "y"\n'
-    )
-    store = Store(tmp_path / "a.db")
-    record = SimpleNamespace(best_commit="c0")
-    run = SimpleNamespace(id="r", store=store, workspace=SimpleNamespace(path=tmp_path), record=record)
+    run = tuner_run(tmp_path, THREE_KNOBS)
+    store = run.store
     gains = {"w=f": 1.1, "w=f, b=o": 0.9}
     titles = []
     for n in range(1, 8):
@@ -201,17 +202,10 @@ def test_tuner_pairs_a_promising_change_before_other_single_changes(tmp_path):
 
 
 def test_tuner_tries_a_change_that_lost_before_after_the_fresh_ones(tmp_path):
-    from types import SimpleNamespace
-
     from app.policies.tuner import Policy
 
-    (tmp_path / knobs.FILE).write_text(
-        '[w]\nvalues = ["q", "f"]\ndefault = "q"\n[b]\nvalues = ["x", "o"]\ndefault = "x"\n'
-        '[c]\nvalues = ["y", "z"]\ndefault = "y"\n'
-    )
-    store = Store(tmp_path / "a.db")
-    record = SimpleNamespace(best_commit="c0")
-    run = SimpleNamespace(id="r", store=store, workspace=SimpleNamespace(path=tmp_path), record=record)
+    run = tuner_run(tmp_path, THREE_KNOBS)
+    store = run.store
     for n, (title, status, gain) in enumerate([("w=f", "rejected", 0.5), ("b=o", "accepted", 2.0)], 1):
         task, _ = Policy().next(run)
         assert task.title == title

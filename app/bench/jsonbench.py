@@ -56,8 +56,11 @@ def main(args: argparse.Namespace) -> int:
     gguf = model.locate(target.model, target.dir)
     out = args.out or home() / "bench" / f"json-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    cases, skipped = load_workload(args, workload, target.dir, model_dir)
-    cases, uncompiled = compilable(cases, model_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    cases, skipped = load_workload(args, workload, target.dir, tokenizer)
+    cases, uncompiled = compilable(cases, tokenizer, model_dir)
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as scratch:
         tuned = tuned_stack(args, Path(scratch))
         rows = build_rows(args.rows.split(","), target.dir / target.seed, tuned, model_dir, Path(str(gguf)))
@@ -85,11 +88,8 @@ def import_workload(target_dir: Path):
     return module
 
 
-def load_workload(args, workload, target_dir: Path, model_dir: Path) -> tuple[list, list]:
+def load_workload(args, workload, target_dir: Path, tokenizer) -> tuple[list, list]:
     if args.data:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         cases, skipped = workload.jsonschemabench(args.data, tokenizer, args.per_split, args.max_chars, args.max_tokens)
     else:
         cases, skipped = workload.load_cases(target_dir / OWN_SUITE), []
@@ -98,13 +98,11 @@ def load_workload(args, workload, target_dir: Path, model_dir: Path) -> tuple[li
     return cases[: args.limit] if args.limit else cases, skipped
 
 
-def compilable(cases: list, model_dir: Path) -> tuple[list, list]:
+def compilable(cases: list, tokenizer, model_dir: Path) -> tuple[list, list]:
     """The cases xgrammar compiles (compact JSON, as every constrained row uses), and the others with the reason."""
     import xgrammar as xgr
-    from transformers import AutoTokenizer
 
     config = json.loads((model_dir / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=config["vocab_size"])
     compiler = xgr.GrammarCompiler(info)
     good, bad = [], []
