@@ -78,7 +78,7 @@ def delete(store: Store, run_id: str) -> str:
     """Forget a run that is not going: its rows, then its folder."""
     run = store.run(run_id)
     with store.transaction():
-        for table in ("rounds", "verdicts", "metrics", "events", "usage", "control", "notes"):
+        for table in ("rounds", "verdicts", "metrics", "events", "usage", "control", "notes", "issues"):
             store.db.execute(f"DELETE FROM {table} WHERE run_id=?", (run.id,))
         store.db.execute("DELETE FROM runs WHERE id=?", (run.id,))
     if run.path.parent.name == "runs" and (run.path / "workspace").is_dir():

@@ -6,8 +6,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2
-MIGRATIONS = {2: ["ALTER TABLE rounds ADD COLUMN gain REAL"]}  # version: statements that reach it from the one before
+SCHEMA_VERSION = 3
+ISSUES = """CREATE TABLE IF NOT EXISTS issues (
+    run_id TEXT, id INTEGER, title TEXT, detail TEXT, status TEXT, source TEXT, round INTEGER, history TEXT,
+    PRIMARY KEY (run_id, id))"""
+MIGRATIONS = {2: ["ALTER TABLE rounds ADD COLUMN gain REAL"], 3: [ISSUES]}  # version: statements reaching it
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -30,6 +33,7 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE TABLE IF NOT EXISTS control (run_id TEXT PRIMARY KEY, wanted TEXT, ts REAL);
 CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL, text TEXT);
 """
+ISSUE_STATUSES = ("open", "working", "done", "dropped")
 
 
 def gain(value: float, reference: float, direction: str) -> float:
@@ -97,6 +101,20 @@ class Round:
     ended: float | None
 
 
+@dataclass
+class Issue:
+    """A backlog item of the issues policy; history holds one line per round that worked on it."""
+
+    run_id: str
+    id: int
+    title: str
+    detail: str
+    status: str
+    source: str
+    round: int | None
+    history: str
+
+
 class Store:
     def __init__(self, path: Path | None = None, timeout: float = 30):
         self.path = path or home() / "atelier.db"
@@ -105,7 +123,7 @@ class Store:
         self.db.row_factory = sqlite3.Row
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA + ISSUES + ";")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: cannot open the store: {e}") from e
         self._check_version()
@@ -217,3 +235,21 @@ class Store:
             "SUM(active_s) active_s, SUM(cost) cost FROM usage WHERE run_id=? GROUP BY role ORDER BY role"
         )
         return self.db.execute(query, (run_id,)).fetchall()
+
+    def add_issue(self, run_id: str, title: str, detail: str, source: str, n: int | None) -> int:
+        with self.transaction():
+            row = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM issues WHERE run_id=?", (run_id,)).fetchone()
+            self.db.execute(
+                "INSERT INTO issues VALUES (?,?,?,?,?,?,?,?)", (run_id, row[0], title, detail, "open", source, n, "")
+            )
+        return row[0]
+
+    def issues(self, run_id: str) -> list[Issue]:
+        return [Issue(**r) for r in self.db.execute("SELECT * FROM issues WHERE run_id=? ORDER BY id", (run_id,))]
+
+    def update_issue(self, run_id: str, issue_id: int, status: str, note: str = "") -> None:
+        assert status in ISSUE_STATUSES
+        self.db.execute(
+            "UPDATE issues SET status=?, history=history || ? WHERE run_id=? AND id=?",
+            (status, f"{note}\n" if note else "", run_id, issue_id),
+        )

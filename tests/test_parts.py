@@ -116,7 +116,7 @@ def test_store_refuses_other_schema_version(tmp_path):
     db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="store schema version 99, this Atelier reads up to 2"):
+    with pytest.raises(StoreError, match="store schema version 99, this Atelier reads up to 3"):
         Store(tmp_path / "a.db")
 
 
@@ -133,7 +133,9 @@ def test_store_migrates_a_version_1_store(tmp_path):
     store = Store(tmp_path / "a.db")
     [old] = store.rounds("r")
     assert (old.task, old.ratio, old.gain) == ("w=f", 2.0, None)
-    assert store.db.execute("SELECT value FROM meta").fetchone()[0] == "2"
+    assert store.db.execute("SELECT value FROM meta").fetchone()[0] == "3"
+    assert store.issues("r") == []
+    assert store.add_issue("r", "try kv", "keep keys", "orchestrator", 1) == 1
 
 
 def test_store_is_wal(tmp_path):
