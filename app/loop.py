@@ -1,13 +1,14 @@
 """The outer loop: baseline once, then one task per round from the policy until a limit, a plateau or the end."""
 
 import json
+import time
 
 from app import control, readonly
 from app.evaluator import BenchmarkError, baseline
 from app.inner import play
 from app.judge import judge
 from app.policies import Outcome, Policy
-from app.roles import Task
+from app.roles import BudgetSpent, RoleError, Task
 from app.run import ActiveRun
 
 
@@ -21,23 +22,33 @@ def synthesize(run: ActiveRun, policy: Policy) -> str:
     if run.record.baseline is None:
         establish_baseline(run)
     run.update(status="running")
-    while (reason := limit_reached(run)) is None:
+    while (reason := limit_reached(run) or policy.stop(run)) is None:
         control.checkpoint(run)
-        picked = policy.next(run)
+        try:
+            picked = policy.next(run)
+        except BudgetSpent as e:
+            reason = str(e)
+            break
+        except RoleError as e:
+            raise RunError(f"the policy could not pick a task: {e}") from e
         if picked is None:
             reason = "converged: the policy has nothing left to try from the best stack"
             break
         task, start = picked
-        n = len(run.store.rounds(run.id)) + 1
+        n = next_round(run)
         run.workspace.reset(start)
         run.store.start_round(run.id, n, task.title, task.proposal, start)
         run.say(n, "round", f"task: {task.title}")
-        outcome = play(run, n, task, policy.implementer)
+        outcome = play(run, n, task, policy.implementer, policy.reviewer, policy.advisor)
         finish(run, n, task, start, outcome)
         policy.record(run, n, task, outcome)
     run.update(status="done")
     run.say(None, "stop", reason)
     return reason
+
+
+def next_round(run: ActiveRun) -> int:
+    return len(run.store.rounds(run.id)) + 1
 
 
 def establish_baseline(run: ActiveRun) -> None:
@@ -80,10 +91,16 @@ def limit_reached(run: ActiveRun) -> str | None:
     o = run.options
     if len(rounds) >= o.max_rounds:
         return f"max rounds: {o.max_rounds} rounds played"
-    spent = sum((r.ended or r.started) - r.started for r in rounds)
+    spent = spent_s(run)
     if spent >= o.max_minutes * 60:
         return f"max wall time: {spent / 60:.1f} of {o.max_minutes:g} minutes spent in rounds"
     tail = [r.status for r in rounds[-o.plateau :]]
     if len(tail) == o.plateau and "accepted" not in tail:
         return f"plateau: no significant gain in the last {o.plateau} rounds"
     return None
+
+
+def spent_s(run: ActiveRun) -> float:
+    """Seconds spent in rounds, the one being played included; interrupted rounds do not count."""
+    now = time.time()
+    return sum((r.ended or now) - r.started for r in run.store.rounds(run.id) if r.status != "interrupted")

@@ -71,5 +71,21 @@ class Implementer(Protocol):
         ...
 
 
+class Reviewer(Protocol):
+    def review(self, run, n: int, change: Change, diff: str) -> Verdict:
+        """A second opinion after the deterministic checks passed: it can fail the candidate, never pass it."""
+        ...
+
+
+class Advisor(Protocol):
+    def advise(self, run, n: int, measurement: Measurement, diff: str) -> list[str]:
+        """Bottleneck and hints for the record; the measurement and its acceptance stay as measured."""
+        ...
+
+
 class RoleError(Exception):
     """A role could not produce a usable result; the attempt fails with this message."""
+
+
+class BudgetSpent(RoleError):
+    """An LLM budget of the run is spent: the attempt fails and the run stops before the next round."""
