@@ -10,21 +10,27 @@ from app import control, knobs
 from app.evaluator import BenchmarkError, evaluate
 from app.judge import judge, untouched
 from app.policies import Outcome
-from app.roles import Attempt, Implementer, RoleError, Task
+from app.roles import Advisor, Attempt, Change, Implementer, Measurement, Reviewer, RoleError, Task, Verdict
 from app.run import ActiveRun
 
 
-def play(run: ActiveRun, n: int, task: Task, implementer: Implementer) -> Outcome:
+def play(
+    run: ActiveRun, n: int, task: Task, implementer: Implementer, reviewer: Reviewer | None = None,
+    advisor: Advisor | None = None,
+) -> Outcome:  # fmt: skip
     attempts: list[Attempt] = []
     for attempt in range(1, run.options.attempts + 1):
         run.progress.role(n, "implementer", f"attempt {attempt}: {task.title}")
-        outcome = _attempt(run, n, task, implementer, attempts)
+        outcome = _attempt(run, n, task, implementer, attempts, reviewer, advisor)
         if outcome is not None:
             return outcome
     return Outcome("failed", attempts[-1].error if attempts else "no attempt made")
 
 
-def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attempts: list[Attempt]):
+def _attempt(
+    run: ActiveRun, n: int, task: Task, implementer: Implementer, attempts: list[Attempt], reviewer: Reviewer | None,
+    advisor: Advisor | None,
+):  # fmt: skip
     try:
         with timed(run, n, "implementer"):
             change = implementer.implement(task, run.workspace, attempts)
@@ -41,6 +47,9 @@ def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attem
     with timed(run, n, "judge"):
         verdict = judge(run, n, run.workspace.path)
     run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
+    if verdict.passed and reviewer:
+        verdict = _review(run, n, reviewer, change)
+        run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
     if not verdict.passed:
         attempts.append(Attempt(change, verdict, "judge: " + "; ".join(verdict.reasons)))
         run.say(n, "judge", "FAIL " + "; ".join(verdict.reasons))
@@ -59,8 +68,30 @@ def _attempt(run: ActiveRun, n: int, task: Task, implementer: Implementer, attem
         run.store.add_verdict(run.id, n, "judge", False, tampered)
         run.say(n, "judge", "FAIL " + "; ".join(tampered))
         return Outcome("failed", "judge: " + "; ".join(tampered), change)
+    if advisor:
+        measurement.hints += _advise(run, n, advisor, measurement)
     run.store.add_verdict(run.id, n, "evaluator", measurement.accepted, [measurement.summary, *measurement.hints])
     return Outcome("accepted" if measurement.accepted else "rejected", measurement.summary, change, measurement)
+
+
+def _review(run: ActiveRun, n: int, reviewer: Reviewer, change: Change) -> Verdict:
+    run.progress.role(n, "judge", "LLM review of the diff")
+    try:
+        with timed(run, n, "judge"):
+            return reviewer.review(run, n, change, run.workspace.diff())
+    except RoleError as e:
+        return Verdict(False, [f"LLM review failed: {e}"])
+
+
+def _advise(run: ActiveRun, n: int, advisor: Advisor, measurement: Measurement) -> list[str]:
+    run.progress.role(n, "evaluator", "LLM reading of the measurement")
+    try:
+        with timed(run, n, "evaluator"):
+            advice = advisor.advise(run, n, measurement, run.workspace.diff())
+    except RoleError as e:
+        advice = [f"LLM evaluator failed: {e}"]
+    run.say(n, "evaluate", "; ".join(advice))
+    return advice
 
 
 @contextmanager

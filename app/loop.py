@@ -30,7 +30,7 @@ def synthesize(run: ActiveRun, policy: Policy) -> str:
             reason = str(e)
             break
         except RoleError as e:
-            raise RunError(f"the policy could not pick a task: {e}") from e
+            raise RunError(f"the {policy.name} policy could not pick the next task: {e}") from e
         if picked is None:
             reason = "converged: the policy has nothing left to try from the best stack"
             break

@@ -51,8 +51,8 @@ class Session:
                 invalid += not valid
                 if invalid >= MAX_INVALID:
                     transcript.write("error", {"error": text})
-                    raise RoleError(f"{self.role}: {invalid} invalid tool calls; the last: {text}")
-        raise RoleError(f"{self.role}: no submit after {MAX_TURNS} model turns")
+                    raise RoleError(f"{invalid} invalid tool calls; the last: {text}")
+        raise RoleError(f"no submit after {MAX_TURNS} model turns")
 
     def _call(self, messages: list[Any], transcript: Transcript):
         endpoint = self.config.endpoint(self.role)
@@ -78,23 +78,23 @@ class Session:
         self.run.store.add_usage(self.run.id, self.n, self.role, 1, tokens_in, tokens_out, 0.0, cost)
         message = response.choices[0].message if response.choices else None
         if message is None or not (message.content or message.tool_calls):
-            raise RoleError(f"{self.role}: the model returned an empty reply")
+            raise RoleError("the model returned an empty reply")
         if not message.tool_calls:
             said = " ".join((message.content or "").split())[:200]
-            raise RoleError(f"{self.role}: the model stopped without calling submit; it said: {said}")
+            raise RoleError(f"the model stopped without calling submit; it said: {said}")
         return message
 
     def _failure(self, error: openai.OpenAIError) -> str:
         endpoint = self.config.endpoint(self.role)
         tries = f"{endpoint.max_retries + 1} tries"
         if isinstance(error, openai.APITimeoutError):
-            return f"{self.role}: the LLM call timed out after {self.config.budget.call_timeout_s:g} s ({tries})"
+            return f"the LLM call timed out after {self.config.budget.call_timeout_s:g} s ({tries})"
         if isinstance(error, openai.APIStatusError):
             said = str(error.body.get("message") if isinstance(error.body, dict) else error)[:300]
-            return f"{self.role}: the LLM endpoint answered HTTP {error.status_code} ({tries}): {said}"
+            return f"the LLM endpoint answered HTTP {error.status_code} ({tries}): {said}"
         if isinstance(error, openai.APIConnectionError):
-            return f"{self.role}: cannot reach the LLM endpoint {endpoint.base_url} ({tries})"
-        return f"{self.role}: the LLM call failed: {error}"
+            return f"cannot reach the LLM endpoint {endpoint.base_url} ({tries})"
+        return f"the LLM call failed: {error}"
 
     def _dispatch(self, tools: Toolbox, name: str, arguments: str) -> dict | tuple[str, bool]:
         """The submit arguments when they are valid; otherwise the tool's answer and whether the call was valid."""

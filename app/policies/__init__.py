@@ -5,7 +5,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.roles import Change, Implementer, Measurement, Task
+from app.roles import Advisor, Change, Implementer, Measurement, Reviewer, Task
 
 
 @dataclass
@@ -19,12 +19,18 @@ class Outcome:
 class Policy(Protocol):
     name: str
     implementer: Implementer
+    reviewer: Reviewer | None
+    advisor: Advisor | None
 
     def next(self, run) -> tuple[Task, str] | None:
         """The next round's task and the commit it starts from; None when the policy has nothing left to try."""
         ...
 
     def record(self, run, n: int, task: Task, outcome: Outcome) -> None: ...
+
+    def stop(self, run) -> str | None:
+        """Why the run must stop before another round (an LLM budget spent), or None."""
+        ...
 
 
 def names() -> list[str]:

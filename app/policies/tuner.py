@@ -29,6 +29,8 @@ class KnobSetter:
 
 class Policy:
     name = "tuner"
+    reviewer = None
+    advisor = None
 
     def __init__(self):
         self.implementer = KnobSetter()
@@ -49,6 +51,9 @@ class Policy:
 
     def record(self, run, n: int, task: Task, outcome: Outcome) -> None:
         pass
+
+    def stop(self, run) -> None:
+        return None
 
 
 def _neighbours(declared: list[knobs.Knob], current: dict, distance: int):
