@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from app import policies, target
+from app.agents import config
 from app.export import ExportError, export
 from app.knobs import KnobError
 from app.loop import RunError, synthesize
@@ -19,8 +20,9 @@ from app.views import rounds_table, runs_table
 BENCHES = ("json",)
 ERRORS = (
     target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError,
-    FileNotFoundError,
+    FileNotFoundError, config.ConfigError,
 )  # fmt: skip
+BAD_INPUT = (target.TargetError, ModelError, config.ConfigError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ERRORS as e:
         print(f"atelier: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, target.TargetError | ModelError) else 1
+        return 2 if isinstance(e, BAD_INPUT) else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(metavar="COMMAND")
     run = _command(sub, "run", cmd_run, "start a synthesis run on a target (a bundled name or a folder)")
     run.add_argument("target")
-    run.add_argument("--policy", choices=policies.names(), help="outer-loop policy (default: tuner without an LLM)")
+    run.add_argument("--policy", choices=policies.names(), help="outer-loop policy (default: issues with an LLM)")
     _limits(run)
     resume = _command(sub, "resume", cmd_resume, "carry on an interrupted run from its last accepted round")
     resume.add_argument("run")
@@ -92,9 +94,12 @@ def _overrides(args, options: Options) -> Options:
 def cmd_run(args) -> int:
     t = target.load(args.target)
     locate(t.model, t.dir)
-    if args.policy is None:
+    llm = config.load()
+    if args.policy is None and llm is None:
         print("atelier: no LLM endpoint configured: using the offline tuner (--policy tuner)")
-    options = _overrides(args, Options(policy=args.policy or "tuner"))
+    elif args.policy is None and llm is not None:
+        print(f"atelier: LLM endpoint {llm.llm.base_url} ({llm.llm.model}) from {llm.path}: using --policy issues")
+    options = _overrides(args, Options(policy=args.policy or ("issues" if llm else "tuner")))
     policy = policies.load(options.policy)
     store = Store()
     print(f"atelier: preparing the model for {t.name}…")

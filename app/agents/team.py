@@ -1,0 +1,16 @@
+"""The LLM roles an LLM policy brings to the inner loop, and the run's budgets they spend."""
+
+from app.agents import budget, config
+from app.agents.roles import LLMEvaluator, LLMImplementer, LLMJudge
+from app.run import ActiveRun
+
+
+class Team:
+    def __init__(self):
+        self.config = config.require()
+        self.implementer = LLMImplementer(self.config)
+        self.reviewer = LLMJudge(self.config)
+        self.advisor = LLMEvaluator(self.config)
+
+    def stop(self, run: ActiveRun) -> str | None:
+        return budget.spent(run, self.config.budget)
