@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from app.loop import establish_baseline
+from app.run import Options, create
+from app.store import Store
+from app.target import load
 from backends.mlx.gguf import convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +31,7 @@ def toy_model(tmp_path_factory) -> Path:
 def home(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "home"
     monkeypatch.setenv("ATELIER_HOME", str(path))
+    monkeypatch.setenv("ATELIER_CONFIG", os.devnull)
     return path
 
 
@@ -37,6 +42,14 @@ def toy(tmp_path, toy_model) -> Path:
     shutil.copytree(TOY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(toy_model, bundle / "model")
     return bundle
+
+
+@pytest.fixture
+def baselined(toy, home):
+    """A toy run with its baseline measured, ready for rounds."""
+    run = create(load(str(toy)), Options(baseline_repeats=2), Store())
+    establish_baseline(run)
+    return run
 
 
 def atelier(*args: str, home: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:

@@ -7,11 +7,7 @@ import pytest
 
 from app import readonly
 from app.inner import play
-from app.loop import establish_baseline
 from app.roles import Change, Task
-from app.run import Options, create
-from app.store import Store
-from app.target import load
 from conftest import atelier, rows
 from test_target import write
 
@@ -82,13 +78,6 @@ class HardCodesOutputs:
             f"import json\nfor tokens in {public!r}:\n    print(json.dumps(tokens))\ndef knobs():\n    return {{}}\n"
         )
         return Change("precomputed answers", ["decode.py"])
-
-
-@pytest.fixture
-def baselined(toy, home):
-    run = create(load(str(toy)), Options(baseline_repeats=2), Store())
-    establish_baseline(run)
-    return run
 
 
 @pytest.mark.parametrize("when, judged", [("checking", [0]), ("benchmarking", [1, 0])])
