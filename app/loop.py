@@ -10,6 +10,7 @@ from app.judge import judge
 from app.policies import Outcome, Policy
 from app.roles import BudgetSpent, RoleError, Task
 from app.run import ActiveRun
+from app.store import Round
 
 
 class RunError(Exception):
@@ -91,7 +92,7 @@ def limit_reached(run: ActiveRun) -> str | None:
     o = run.options
     if len(rounds) >= o.max_rounds:
         return f"max rounds: {o.max_rounds} rounds played"
-    spent = spent_s(run)
+    spent = spent_s(rounds)
     if spent >= o.max_minutes * 60:
         return f"max wall time: {spent / 60:.1f} of {o.max_minutes:g} minutes spent in rounds"
     tail = [r.status for r in rounds[-o.plateau :]]
@@ -100,7 +101,7 @@ def limit_reached(run: ActiveRun) -> str | None:
     return None
 
 
-def spent_s(run: ActiveRun) -> float:
+def spent_s(rounds: list[Round]) -> float:
     """Seconds spent in rounds, the one being played included; interrupted rounds do not count."""
     now = time.time()
-    return sum((r.ended or now) - r.started for r in run.store.rounds(run.id) if r.status != "interrupted")
+    return sum((r.ended or now) - r.started for r in rounds if r.status != "interrupted")

@@ -4,6 +4,7 @@ POST /v1/chat/completions with the next scripted reply for the request's model, 
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ class Reply:
     message: dict = field(default_factory=dict)
     status: int = 200
     tokens: tuple[int, int] = (120, 30)
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -53,6 +55,10 @@ def say(text: str) -> Reply:
 
 def status(code: int) -> Reply:
     return Reply(status=code)
+
+
+def late(seconds: float) -> Reply:
+    return Reply(say("too late").message, delay_s=seconds)
 
 
 class ScriptedLLM:
@@ -95,6 +101,7 @@ class ScriptedLLM:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reply = llm._next(Request({k.lower(): v for k, v in self.headers.items()}, body))
+                time.sleep(reply.delay_s)
                 if reply.status != 200:
                     error = {"message": f"scripted HTTP {reply.status} for model {body['model']}", "type": "scripted"}
                     return self._send(reply.status, {"error": error})
@@ -112,7 +119,10 @@ class ScriptedLLM:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, *args):
                 pass

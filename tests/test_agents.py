@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import readonly
+from app import policies, readonly
 from app.agents import budget, config
 from app.agents.team import Team
 from app.agents.tools import Toolbox, ToolError, cut
@@ -20,7 +20,7 @@ from app.roles import Task
 from app.run import Options, reopen
 from app.store import Store
 from conftest import atelier, rows
-from scripted_llm import Reply, ScriptedLLM, call, raw, say, status
+from scripted_llm import Reply, ScriptedLLM, call, late, raw, say, status
 
 KEY_ENV = "ATELIER_TEST_KEY"
 SLOW_PATH = 'if settings["cache"] == "kv":'
@@ -42,13 +42,13 @@ def llm(home, tmp_path, monkeypatch, key):
     server.close()
 
 
-def configure(tmp_path: Path, monkeypatch, server: ScriptedLLM, budget: str = "") -> Path:
+def configure(tmp_path: Path, monkeypatch, server: ScriptedLLM, budget: str = "", timeout_s: float = 20) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f'[llm]\nbase_url = "{server.url}"\nmodel = "orchestrator"\napi_key_env = "{KEY_ENV}"\nmax_retries = 1\n'
         + "".join(f'[roles.{r}]\nmodel = "{r}"\n' for r in ("implementer", "judge", "evaluator"))
         + "".join(f'[prices."{m}"]\ninput = 2.0\noutput = 8.0\n' for m in config.ROLES)
-        + f"[budget]\ncall_timeout_s = 20\n{budget}"
+        + f"[budget]\ncall_timeout_s = {timeout_s}\n{budget}"
     )
     monkeypatch.setenv("ATELIER_CONFIG", str(path))
     return path
@@ -235,7 +235,7 @@ def test_the_llm_judge_rejects_benchmark_special_casing_citing_file_and_line(bas
 
 
 def test_broken_replies_end_their_round_and_a_spent_budget_ends_the_run(baselined, llm, tmp_path, monkeypatch):
-    configure(tmp_path, monkeypatch, llm, "max_tokens = 20000\n")
+    configure(tmp_path, monkeypatch, llm, "max_tokens = 20000\n", timeout_s=1)
     llm.add(
         "implementer",
         raw("read", "{not json"), call("no_such_tool"), call("submit", summary=""),
@@ -244,21 +244,23 @@ def test_broken_replies_end_their_round_and_a_spent_budget_ends_the_run(baseline
         say(""),
         say("I think I am done."),
         status(500), status(500),
+        late(3), late(3),
         call("list", tokens=(30000, 10)),
     )  # fmt: skip
     run = baselined
     run.options = Options(max_rounds=20, plateau=20)
-    reason = synthesize(run, load_policy("ralph"))
+    reason = synthesize(run, policies.load("ralph"))
     assert reason.startswith("budget max_tokens spent: ") and reason.endswith(" of 20000 tokens used")
     reasons = [r.reason for r in run.store.rounds(run.id)]
     assert reasons[0] == "implementer: the workspace is unchanged"
     assert reasons[1].startswith("implementer: 4 invalid tool calls; the last: error: invalid arguments: ")
-    assert reasons[2:5] == [
+    assert reasons[2:6] == [
         "implementer: the model returned an empty reply",
         "implementer: the model stopped without calling submit; it said: I think I am done.",
         "implementer: the LLM endpoint answered HTTP 500 (2 tries): scripted HTTP 500 for model implementer",
+        "implementer: the LLM call timed out after 1 s (2 tries)",
     ]
-    assert reasons[5] == f"implementer: {reason}"
+    assert reasons[6] == f"implementer: {reason}"
     assert {r.status for r in run.store.rounds(run.id)} == {"failed"}
     first = llm.to("implementer")[1:4]
     assert "not valid JSON" in first[0].tool_results()[-1]
@@ -271,7 +273,7 @@ def test_broken_replies_end_their_round_and_a_spent_budget_ends_the_run(baseline
     assert events == [reason]
     resumed = reopen(run.id, Store())
     resumed.options = run.options
-    assert synthesize(resumed, load_policy("ralph")) == reason and len(resumed.store.rounds(run.id)) == 6
+    assert synthesize(resumed, policies.load("ralph")) == reason and len(resumed.store.rounds(run.id)) == 7
 
 
 def test_an_orchestrator_that_cannot_answer_fails_the_run_with_one_clear_error(toy, llm, home):
@@ -287,12 +289,6 @@ def test_an_orchestrator_that_cannot_answer_fails_the_run_with_one_clear_error(t
     assert [(i["status"], i["source"]) for i in rows(home, "SELECT * FROM issues")] == [("open", "target")]
     [error] = rows(home, "SELECT * FROM events WHERE kind='error'")
     assert error["message"].startswith("the issues policy could not pick the next task")
-
-
-def load_policy(name: str):
-    from app import policies
-
-    return policies.load(name)
 
 
 def test_config_names_the_bad_key(tmp_path, monkeypatch, toy, home):

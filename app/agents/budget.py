@@ -11,7 +11,7 @@ def spent(run: ActiveRun, budget: Budget) -> str | None:
     usage = run.store.usage(run.id)
     tokens = sum((u["tokens_in"] or 0) + (u["tokens_out"] or 0) for u in usage)
     cost = sum(u["cost"] or 0 for u in usage)
-    minutes = spent_s(run) / 60
+    minutes = spent_s(run.store.rounds(run.id)) / 60
     if budget.max_tokens and tokens >= budget.max_tokens:
         return f"budget max_tokens spent: {tokens} of {budget.max_tokens} tokens used"
     if budget.max_cost and cost >= budget.max_cost:

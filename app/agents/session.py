@@ -35,12 +35,13 @@ class Session:
         redact = Redactor(self.config.secrets())
         transcript = Transcript(transcript_path(self.run.dir, self.n, self.role), redact)
         tools = Toolbox(self.run, self.root, self.config.key_envs())
+        client = self._client()
         messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         invalid = 0
         for turn in range(1, MAX_TURNS + 1):
             budget.check(self.run, self.config.budget)
             self.run.progress.role(self.n, self.role, f"model turn {turn}")
-            message = self._call(messages, transcript)
+            message = self._call(client, messages, transcript)
             messages.append(message.model_dump(exclude_none=True))
             for call in message.tool_calls or []:
                 answer = self._dispatch(tools, call.function.name, call.function.arguments)
@@ -54,14 +55,17 @@ class Session:
                     raise RoleError(f"{invalid} invalid tool calls; the last: {text}")
         raise RoleError(f"no submit after {MAX_TURNS} model turns")
 
-    def _call(self, messages: list[Any], transcript: Transcript):
+    def _client(self) -> openai.OpenAI:
         endpoint = self.config.endpoint(self.role)
-        client = openai.OpenAI(
+        return openai.OpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key or "none",
             max_retries=endpoint.max_retries,
             timeout=self.config.budget.call_timeout_s,
         )
+
+    def _call(self, client: openai.OpenAI, messages: list[Any], transcript: Transcript):
+        endpoint = self.config.endpoint(self.role)
         tools = schemas.specs(self.role)
         request = {"base_url": endpoint.base_url, "model": endpoint.model, "messages": messages, "tools": tools}
         transcript.write("request", request)
