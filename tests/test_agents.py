@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import jsonschema
 import pytest
 
 from app import policies, readonly
-from app.agents import budget, config
+from app.agents import budget, config, schemas
 from app.agents.team import Team
 from app.agents.tools import Toolbox, ToolError, cut
 from app.agents.transcript import Redactor
@@ -363,3 +364,18 @@ def test_redaction_and_budget_messages(tmp_path):
     store.start_round("r", 1, "t", {}, "c0")
     store.db.execute("UPDATE rounds SET started = started - 120")
     assert budget.spent(run, config.Budget(max_minutes=1.5)).startswith("budget max_minutes spent: 2.0 of 1.5")
+
+
+def test_submit_schemas_cap_filed_issues_and_make_a_fail_cite_findings():
+    issue = {"title": "t", "detail": ""}
+    implementer = jsonschema.Draft202012Validator(schemas.SUBMIT["implementer"])
+    base = {"summary": "s", "files_changed": [], "claims": []}
+    assert implementer.is_valid(base | {"new_issues": [issue] * schemas.ISSUE_CAP})
+    assert not implementer.is_valid(base | {"new_issues": [issue] * (schemas.ISSUE_CAP + 1)})
+    judge = jsonschema.Draft202012Validator(schemas.SUBMIT["judge"])
+    verdict = {"failed_checks": [], "reward_hacking_findings": []}
+    assert judge.is_valid(verdict | {"verdict": "pass"}) and not judge.is_valid(verdict | {"verdict": "fail"})
+    finding = {"file": "decode.py", "line": 0, "evidence": "e"}
+    assert not judge.is_valid(verdict | {"verdict": "fail", "reward_hacking_findings": [finding]})
+    assert judge.is_valid(verdict | {"verdict": "fail", "reward_hacking_findings": [finding | {"line": 3}]})
+    assert [t["function"]["name"] for t in schemas.specs("judge")] == [*schemas.READ_ONLY, "submit"]
