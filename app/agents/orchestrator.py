@@ -58,8 +58,8 @@ def _invalid(submitted: dict, issues: list[Issue], rounds: list[Round], first_ne
 
 
 def _issue_line(i: Issue) -> str:
-    history = "".join(f"\n    {line}" for line in i.history.splitlines())
-    return f"#{i.id} [{i.status}] {i.title} (from {i.source})\n    {i.detail.strip()[:500]}{history}"
+    lines = [i.detail.strip()[:500], *i.history.splitlines()]
+    return f"#{i.id} [{i.status}] {i.title} (from {i.source})" + "".join(f"\n    {line}" for line in lines if line)
 
 
 def _round_line(r: Round) -> str:

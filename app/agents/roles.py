@@ -44,7 +44,7 @@ class LLMImplementer:
         run = self.run
         earlier = "\n".join(f"- attempt {i}: {a.error}" for i, a in enumerate(feedback, 1))
         user = context(
-            ("Task", f"{task.title}\n\n{task.detail}"),
+            ("Task", f"{task.title}\n\n{task.detail}".strip()),
             ("Objective of the target", run.target.objective),
             ("Memory", memory.read(run)),
             ("Earlier attempts this round", earlier),

@@ -47,7 +47,7 @@ class Policy(Team):
         """The objective seeds an empty backlog; an issue left working by an interrupted round is open again."""
         issues = run.store.issues(run.id)
         if not issues:
-            run.store.add_issue(run.id, "the target's objective", run.target.objective, "target", n)
+            run.store.add_issue(run.id, "the target's objective", "", "target", n)
         for i in issues:
             if i.status == "working":
                 run.store.update_issue(run.id, i.id, "open", "interrupted before its round ended")

@@ -13,7 +13,7 @@ class Policy(Team):
 
     def next(self, run) -> tuple[Task, str]:
         self.implementer.bind(run, next_round(run))
-        return Task("standing task: the target's objective", run.target.objective), run.record.best_commit
+        return Task("standing task: the target's objective"), run.record.best_commit
 
     def record(self, run, n: int, task: Task, outcome: Outcome) -> None:
         tried = f" ({outcome.change.summary})" if outcome.change else ""
