@@ -291,6 +291,15 @@ def test_an_orchestrator_that_cannot_answer_fails_the_run_with_one_clear_error(t
     [error] = rows(home, "SELECT * FROM events WHERE kind='error'")
     assert error["message"].startswith("the issues policy could not pick the next task")
 
+    llm.add("orchestrator", call("submit", issue_id=1, memory_edits=[], new_issues=[]))
+    llm.add("implementer", submit_change("nothing yet", []))
+    atelier("resume", run["id"], "--max-rounds", "1", home=home, check=True)
+    [round_] = rows(home, "SELECT * FROM rounds")
+    assert (round_["task"], round_["status"]) == ("#1 the target's objective", "failed")
+    [issue] = rows(home, "SELECT * FROM issues")
+    assert (issue["status"], issue["history"]) == ("open", "round 1 failed: implementer: the workspace is unchanged\n")
+    assert rows(home, "SELECT status FROM runs")[0]["status"] == "done" and llm.left() == {}
+
 
 def test_config_names_the_bad_key(tmp_path, monkeypatch, toy, home):
     path = tmp_path / "config.toml"
