@@ -217,3 +217,16 @@ def test_tuner_tries_a_change_that_lost_before_after_the_fresh_ones(tmp_path):
     store.start_round("r", 3, "c=z", Policy().next(run)[0].proposal, "c0")
     store.end_round("r", 3, "rejected", "within noise", gain=0.97)
     assert Policy().next(run)[0].title == "w=f"
+
+
+def test_tuner_leaves_the_way_back_from_an_accepted_change_for_last(tmp_path):
+    from app.policies.tuner import Policy
+
+    run = tuner_run(tmp_path, THREE_KNOBS)
+    for n, (name, value) in enumerate([("w", "f"), ("b", "o")], 1):
+        task, _ = Policy().next(run)
+        assert task.title == f"{name}={value}"
+        run.store.start_round("r", n, task.title, task.proposal, "c0")
+        run.store.end_round("r", n, "accepted", "faster", gain=2.0)
+        knobs.set_default(tmp_path, name, value)
+    assert [Policy().next(run)[0].title] == ["c=z"]

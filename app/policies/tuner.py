@@ -4,10 +4,11 @@ knob and has not been measured yet. An accepted proposal becomes the incumbent, 
 Some knobs only pay off together (a faster BLAS matters only once the weights are dense), so a one-knob change
 that measured faster than the incumbent but inside the noise band is promising: before any further one-knob
 change, it is tried together with each other knob's values, except changes that already lost. A one-knob change
-lost when it measured slower, or failed the Judge, from some earlier incumbent; such changes wait until the fresh
-one-knob changes are measured. When every one-knob neighbour has been measured, the remaining two-knob settings
-follow. When those are measured too, the incumbent is a local optimum and the tuner stops. Everything it knows is
-read back from the store, so a resumed run carries on where it stopped."""
+lost when it measured slower, or failed the Judge, from some earlier incumbent, and its way back lost when it
+measured faster; such changes wait until the fresh one-knob changes are measured. When every one-knob neighbour
+has been measured, the remaining two-knob settings follow. When those are measured too, the incumbent is a local
+optimum and the tuner stops. Everything it knows is read back from the store, so a resumed run carries on where
+it stopped."""
 
 import itertools
 import json
@@ -72,8 +73,15 @@ def _candidates(declared: list[knobs.Knob], current: dict, rounds: list[dict]):
 
 
 def _lost(rounds: list[dict]) -> set[str]:
-    """One-knob changes that measured slower, or failed the Judge, from some earlier incumbent."""
-    return {_key(p["changes"]) for p in rounds if len(p.get("changes", {})) == 1 and (p["gain"] or 0) < 1}
+    """One-knob changes that measured slower, or failed the Judge, from some earlier incumbent, and the way
+    back from one that measured faster."""
+    lost = set()
+    for p in rounds:
+        changes = p.get("changes", {})
+        if len(changes) == 1:
+            slower = (p["gain"] or 0) < 1
+            lost.add(_key(changes if slower else {name: p["from"][name] for name in changes}))
+    return lost
 
 
 def _promising(current: dict, rounds: list[dict]) -> list[dict]:
