@@ -1,0 +1,50 @@
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+INSTALL = "apt-get install bubblewrap"
+
+
+class SandboxError(Exception):
+    pass
+
+
+def available() -> str | None:
+    """None when bubblewrap can confine a command here, else why not and how to fix it."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return f"bubblewrap is not installed: {INSTALL}"
+    probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net", "--", "true"]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bubblewrap does not run: {e}"
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        return f"bubblewrap cannot create a sandbox here ({reason}): run as root or enable unprivileged user namespaces"
+    return None
+
+
+def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), network: bool = False) -> list[str]:
+    """The argv running command read-only everywhere except workspace and writable, in a private /tmp."""
+    if not command:
+        raise SandboxError("no command to sandbox")
+    reason = available()
+    if reason:
+        raise SandboxError(reason)
+    binds = [_existing_dir(workspace, "workspace")] + [_existing_dir(p, "writable path") for p in writable]
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in binds:
+        argv += ["--bind", str(path), str(path)]
+    if not network:
+        argv.append("--unshare-net")
+    argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
+    return argv + list(command)
+
+
+def _existing_dir(path: Path, what: str) -> Path:
+    resolved = Path(path).resolve()
+    if not resolved.is_dir():
+        raise SandboxError(f"sandbox {what} is not a folder: {path}")
+    return resolved
