@@ -1,9 +1,12 @@
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 INSTALL = "apt-get install bubblewrap"
+KEEP = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "HF_HOME"}
+KEEP_PREFIXES = ("LC_", "PYTHON", "MLX_", "OMP_", "OPENBLAS_")
 
 
 class SandboxError(Exception):
@@ -41,6 +44,11 @@ def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), net
         argv.append("--unshare-net")
     argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
     return argv + list(command)
+
+
+def environment() -> dict[str, str]:
+    """The variables a confined command inherits: locale, paths and tuning, never credentials."""
+    return {k: v for k, v in os.environ.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
 
 
 def _existing_dir(path: Path, what: str) -> Path:

@@ -47,7 +47,7 @@ class Executor(Protocol):
     ) -> CommandResult:
         """Run in its own process group, stream lines to on_line, kill the whole group at the timeout.
 
-        With a sandbox the command runs confined to it, in its workspace; it never runs unconfined instead."""
+        With a sandbox: confined, in its workspace, no credentials in the environment; never unconfined instead."""
         ...
 
     def fetch(self, path: Path, dest: Path) -> Path: ...

@@ -110,6 +110,22 @@ def test_executor_runs_sandboxed(run_dir):
     assert check.read_text() == "print('CHECK OK')\n"
 
 
+def test_executor_passes_no_credentials(run_dir, monkeypatch):
+    monkeypatch.setenv("ATELIER_TEST_API_KEY", "sk-test")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    workspace = run_dir / "workspace"
+    code = "import os; e = os.environ; print(e.get('ATELIER_TEST_API_KEY'), e['LC_ALL'], e['ROUND'], 'PATH' in e)"
+    result = LocalExecutor().run(
+        [sys.executable, "-c", code], workspace, 120, env={"ROUND": "3"}, sandbox=Sandbox(workspace)
+    )
+    assert result.ok, result.output
+    assert result.output.splitlines()[-1] == "None C.UTF-8 3 True"
+    unconfined = LocalExecutor().run(
+        [sys.executable, "-c", "import os; print(os.environ['ATELIER_TEST_API_KEY'])"], workspace, 60
+    )
+    assert unconfined.output.strip() == "sk-test"
+
+
 def test_executor_kills_the_sandbox_at_the_timeout(run_dir):
     marker = f"{secrets.randbelow(10**6) + 1000}.5"
     workspace = run_dir / "workspace"

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from app.sandbox import SandboxError, wrap
+from app.sandbox import SandboxError, environment, wrap
 from backends.executor import CommandResult, Sandbox
 
 OUTPUT_LINES = 2000
@@ -52,7 +52,7 @@ class LocalExecutor:
             proc = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env={**os.environ, **(env or {})},
+                env={**(environment() if sandbox else os.environ), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
