@@ -41,7 +41,7 @@ def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), net
     for path in binds:
         argv += ["--bind", str(path), str(path)]
     if not network:
-        argv.append("--unshare-net")
+        argv += ["--unshare-net", "--tmpfs", "/run"]
     argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
     return argv + list(command)
 

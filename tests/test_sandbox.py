@@ -92,6 +92,20 @@ def test_no_network_unless_asked_for(run_dir):
         peer.close()
 
 
+@pytest.mark.skipif(not os.access("/run", os.W_OK), reason="needs a writable /run to host a service socket")
+def test_no_service_sockets_in_run_without_network(run_dir):
+    services = Path(tempfile.mkdtemp(prefix="atelier-sandbox-test-", dir="/run"))
+    try:
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(services / "db.sock"))
+            server.listen()
+            code = f"import socket; socket.socket(socket.AF_UNIX).connect({str(services / 'db.sock')!r})"
+            assert "FileNotFoundError" in confined(code, run_dir / "workspace").stderr
+            assert confined(code, run_dir / "workspace", network=True).returncode == 0
+    finally:
+        shutil.rmtree(services, ignore_errors=True)
+
+
 def test_imports_mlx_inside(run_dir):
     result = confined("import mlx.core as mx; print(mx.array([1, 2, 3]).sum().item())", run_dir / "workspace")
     assert result.returncode == 0, result.stderr
