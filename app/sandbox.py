@@ -38,10 +38,10 @@ def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), net
         raise SandboxError(reason)
     binds = [_existing_dir(workspace, "workspace")] + [_existing_dir(p, "writable path") for p in writable]
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in binds:
-        argv += ["--bind", str(path), str(path)]
     if not network:
         argv += ["--unshare-net", "--tmpfs", "/run"]
+    for path in binds:
+        argv += ["--bind", str(path), str(path)]
     argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
     return argv + list(command)
 

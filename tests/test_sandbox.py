@@ -47,6 +47,23 @@ def test_writes_inside_the_workspace(run_dir):
     assert (workspace / "out.txt").read_text() == str(workspace)
 
 
+def test_a_workspace_under_tmp_stays_visible(bwrap, tmp_path):
+    result = confined("open('out.txt', 'w').write('ok')", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.txt").read_text() == "ok"
+
+
+@pytest.mark.skipif(not os.access("/run", os.W_OK), reason="needs a writable /run")
+def test_a_workspace_under_run_stays_visible(bwrap):
+    workspace = Path(tempfile.mkdtemp(prefix="atelier-sandbox-test-", dir="/run"))
+    try:
+        result = confined("open('out.txt', 'w').write('ok')", workspace)
+        assert result.returncode == 0, result.stderr
+        assert (workspace / "out.txt").read_text() == "ok"
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
 def test_cannot_write_outside_the_workspace(run_dir):
     check = run_dir / "readonly" / "check.py"
     result = confined(f"open({str(check)!r}, 'w').write('print(\"CHECK OK\")  # tampered')", run_dir / "workspace")
