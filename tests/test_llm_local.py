@@ -8,7 +8,7 @@ import pytest
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 from mlx_lm.tool_parsers import json_tools
 
-from app.agents.local import DEFAULT, LocalServer, LocalServerError, link_model, parse
+from app.agents.local import DEFAULT, LocalServer, LocalServerError, link_model, parse, prepare
 from app.model import ModelError
 from app.target import Model
 
@@ -35,6 +35,16 @@ def test_parse(tmp_path, monkeypatch):
         parse("local:")
     with pytest.raises(ModelError, match="no such file or folder, and not an owner/name hub id"):
         parse("local:./no/such/model")
+
+
+def test_default_model_is_smollm2_converted_once(model_dir, models_dir, gguf_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_HOME", str(models_dir.parent))
+    folder = prepare(parse("local"))
+    assert folder == model_dir
+    assert folder.parent == models_dir
+    assert prepare(parse(f"local:{gguf_path}")) == folder
+    assert prepare(parse(f"local:{folder}")) == folder
+    assert [p.name for p in models_dir.iterdir()] == [folder.name]
 
 
 def test_model_folder_gets_a_tool_template(model_dir, tmp_path):
@@ -84,6 +94,7 @@ def test_a_server_that_cannot_load_reports_its_log(model_dir, tmp_path):
     assert server.dir is not None and not server.dir.exists()
 
 
+@pytest.mark.slow
 def test_chat_and_tools_through_openai(model_dir):
     with LocalServer(model_dir) as server:
         pid = server.process.pid
