@@ -30,7 +30,7 @@ def available() -> str | None:
 
 
 def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), network: bool = False) -> list[str]:
-    """The argv running command read-only everywhere except workspace and writable, in a private /tmp."""
+    """The argv running command read-only everywhere except workspace and writable (not their .git), private /tmp."""
     if not command:
         raise SandboxError("no command to sandbox")
     reason = available()
@@ -42,6 +42,9 @@ def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), net
         argv += ["--unshare-net", "--tmpfs", "/run"]
     for path in binds:
         argv += ["--bind", str(path), str(path)]
+    for path in binds:
+        if (path / ".git").exists():
+            argv += ["--ro-bind", str(path / ".git"), str(path / ".git")]
     argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
     return argv + list(command)
 

@@ -75,6 +75,21 @@ def test_cannot_write_outside_the_workspace(run_dir):
     assert not (run_dir / "new.txt").exists()
 
 
+def test_git_metadata_stays_read_only(run_dir):
+    workspace = run_dir / "workspace"
+    git = ["git", "-C", str(workspace), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(workspace)], check=True)
+    (workspace / "stack.py").write_text("A = 1\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "seed"], check=True)
+    code = "open('stack.py', 'w').write('A = 2\\n'); open('.git/hooks/post-checkout', 'w').write('#!/bin/sh')"
+    result = confined(code, workspace)
+    assert "Read-only file system" in result.stderr
+    assert not (workspace / ".git" / "hooks" / "post-checkout").exists()
+    diff = subprocess.run(sandbox.wrap(["git", "diff", "--stat"], workspace), capture_output=True, text=True)
+    assert diff.returncode == 0 and "stack.py" in diff.stdout
+
+
 def test_cannot_write_to_home(run_dir):
     probe = Path.home() / f".atelier-sandbox-probe-{secrets.token_hex(4)}"
     result = confined(f"open({str(probe)!r}, 'w').write('x')", run_dir / "workspace")
