@@ -230,3 +230,26 @@ def test_tuner_leaves_the_way_back_from_an_accepted_change_for_last(tmp_path):
         run.store.end_round("r", n, "accepted", "faster", gain=2.0)
         knobs.set_default(tmp_path, name, value)
     assert [Policy().next(run)[0].title] == ["c=z"]
+
+
+def test_tuner_turns_on_what_a_knob_needs_to_act(tmp_path):
+    from app.policies.tuner import Policy
+
+    gated = TWO_KNOBS.replace('default = "x"\n', 'default = "x"\nwhen = { w = "f" }\n')
+    run = tuner_run(tmp_path, gated)
+    assert [k.when for k in knobs.read(tmp_path)] == [{}, {"w": ["f"]}]
+    titles = []
+    while picked := Policy().next(run):
+        titles.append(picked[0].title)
+        run.store.start_round("r", len(titles), titles[-1], picked[0].proposal, "c0")
+        run.store.end_round("r", len(titles), "rejected", "no gain", gain=0.9)
+    assert titles == ["w=f", "b=o, w=f"]
+
+
+def test_knob_active_when_names_an_unknown_knob_or_value(tmp_path):
+    (tmp_path / knobs.FILE).write_text(TWO_KNOBS.replace('default = "x"\n', 'default = "x"\nwhen = { v = "f" }\n'))
+    with pytest.raises(knobs.KnobError, match="unknown knob 'v'"):
+        knobs.read(tmp_path)
+    (tmp_path / knobs.FILE).write_text(TWO_KNOBS.replace('default = "x"\n', 'default = "x"\nwhen = { w = "z" }\n'))
+    with pytest.raises(knobs.KnobError, match="not among its values"):
+        knobs.read(tmp_path)
