@@ -5,10 +5,10 @@ A knob that acts only under other knobs' values (`when` in the knobs file) is pr
 of them. Some knobs only pay off together, so a one-knob change that measured faster than the incumbent but
 inside the noise band is promising: before any further one-knob change, it is tried together with each other
 knob's values, except changes that already lost. A one-knob change lost when it measured slower, or failed the
-Judge, from some earlier incumbent, and its way back lost when it measured faster; such changes wait until the
-fresh one-knob changes are measured. When every one-knob neighbour has been measured, the remaining two-knob
-settings follow. When those are measured too, the incumbent is a local optimum and the tuner stops. Everything it
-knows is read back from the store, so a resumed run carries on where it stopped."""
+Judge, from some earlier incumbent; going back on any knob of a change that measured faster lost too. Such
+changes wait until the fresh one-knob changes are measured. When every one-knob neighbour has been measured, the
+remaining two-knob settings follow. When those are measured too, the incumbent is a local optimum and the tuner
+stops. Everything it knows is read back from the store, so a resumed run carries on where it stopped."""
 
 import itertools
 import json
@@ -82,13 +82,14 @@ def _enabled(declared: list[knobs.Knob], current: dict, changes: dict) -> dict:
 
 def _lost(rounds: list[dict]) -> set[str]:
     """One-knob changes that measured slower, or failed the Judge, from some earlier incumbent, and the way
-    back from one that measured faster."""
+    back of each knob of a change that measured faster."""
     lost = set()
     for p in rounds:
         changes = p.get("changes", {})
-        if len(changes) == 1:
-            slower = (p["gain"] or 0) < 1
-            lost.add(_key(changes if slower else {name: p["from"][name] for name in changes}))
+        if (p["gain"] or 0) >= 1:
+            lost |= {_key({name: p["from"][name]}) for name in changes}
+        elif len(changes) == 1:
+            lost.add(_key(changes))
     return lost
 
 
