@@ -20,6 +20,15 @@ class CommandResult:
         return "\n".join(self.output.splitlines()[-lines:])
 
 
+@dataclass
+class Sandbox:
+    """Confines a command: only workspace and writable can change, no network unless asked for."""
+
+    workspace: Path
+    writable: tuple[Path, ...] = ()
+    network: bool = False
+
+
 class Executor(Protocol):
     kind: str
 
@@ -34,8 +43,11 @@ class Executor(Protocol):
         timeout: float,
         env: dict[str, str] | None = None,
         on_line: Callable[[str], None] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> CommandResult:
-        """Run in its own process group, stream lines to on_line, kill the whole group at the timeout."""
+        """Run in its own process group, stream lines to on_line, kill the whole group at the timeout.
+
+        With a sandbox: confined, in its workspace, no credentials in the environment; never unconfined instead."""
         ...
 
     def fetch(self, path: Path, dest: Path) -> Path: ...

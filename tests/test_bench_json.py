@@ -104,3 +104,52 @@ def test_bench_runs_every_row_side_by_side_and_writes_the_report(tmp_path, model
     assert figures["e"]["jump_forward"] > 0
     assert figures["c"]["answered"] == 3
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+LOOSE = {
+    "type": "object",
+    "properties": {
+        "note": {"type": "string"},
+        "code": {"type": ["string", "null"], "minLength": 40, "maxLength": 500},
+        "site": {"type": "string", "format": "uri"},
+        "size": {"type": "string", "enum": ["a" * 40]},
+        "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}, "maxItems": 99},
+        "meta": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "pick": {"anyOf": [{"type": "string"}, {"type": "integer"}], "default": {"type": "string"}},
+    },
+    "required": ["note", "color"],
+    "$defs": {"tag": {"type": "string", "maxLength": 8}},
+}
+
+
+def test_bounded_caps_free_values_only_within_the_schema(workload):
+    grammar = workload.bounded(LOOSE)
+    properties = grammar["properties"]
+    assert properties["note"]["maxLength"] == workload.STRING_CHARS
+    assert properties["code"]["maxLength"] == 40
+    assert "maxLength" not in properties["site"] and "maxLength" not in properties["size"]
+    assert properties["tags"]["maxItems"] == workload.ARRAY_ITEMS
+    assert properties["meta"]["maxProperties"] == workload.OBJECT_KEYS
+    assert properties["pick"]["anyOf"][0]["maxLength"] == workload.STRING_CHARS
+    assert properties["pick"]["default"] == {"type": "string"}
+    assert grammar["$defs"]["tag"]["maxLength"] == 8
+    assert properties["color"] == {} and "color" not in LOOSE["properties"]
+
+
+def test_bounded_grammar_decodes_what_xgrammar_dropped_and_stops_loops(workload, tokenizer):
+    import jsonschema
+    import xgrammar as xgr
+
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
+    compiler = xgr.GrammarCompiler(info)
+
+    def accepts(schema: dict, text: str) -> bool:
+        matcher = xgr.GrammarMatcher(
+            compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
+        )
+        return matcher.accept_string(text) and matcher.accept_token(matcher.stop_token_ids[0])
+
+    short, long = '{"note":"hi","color":[1]}', '{"note":"' + "x" * 33 + '","color":1}'
+    assert not accepts(LOOSE, short) and accepts(workload.bounded(LOOSE), short)
+    assert accepts(LOOSE, long.replace(',"color":1', "")) and not accepts(workload.bounded(LOOSE), long)
+    jsonschema.validate(json.loads(short), LOOSE)

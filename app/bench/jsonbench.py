@@ -108,7 +108,7 @@ def compilable(cases: list, tokenizer, model_dir: Path) -> tuple[list, list]:
     good, bad = [], []
     for case in cases:
         try:
-            compiler.compile_json_schema(json.dumps(case.schema), any_whitespace=False, separators=(",", ":"))
+            compiler.compile_json_schema(json.dumps(case.grammar), any_whitespace=False, separators=(",", ":"))
             good.append(case)
         except Exception as error:  # noqa: BLE001 - xgrammar raises several types; each is reported
             bad.append((case.name, re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", str(error).strip())[:300]))

@@ -11,7 +11,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from backends.executor import CommandResult
+from app.sandbox import SandboxError, environment, wrap
+from backends.executor import CommandResult, Sandbox
 
 OUTPUT_LINES = 2000
 
@@ -42,13 +43,16 @@ class LocalExecutor:
         timeout: float,
         env: dict[str, str] | None = None,
         on_line: Callable[[str], None] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> CommandResult:
+        if sandbox:
+            command = _confine(command, cwd, sandbox)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env={**os.environ, **(env or {})},
+                env={**(environment() if sandbox else os.environ), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -84,6 +88,12 @@ class LocalExecutor:
         except ImportError:
             facts["mlx_device"] = "mlx not installed"
         return facts
+
+
+def _confine(command: list[str], cwd: Path, sandbox: Sandbox) -> list[str]:
+    if Path(cwd).resolve() != Path(sandbox.workspace).resolve():
+        raise SandboxError(f"a sandboxed command runs in its workspace {sandbox.workspace}, not in {cwd}")
+    return wrap(command, sandbox.workspace, sandbox.writable, sandbox.network)
 
 
 def _pump(proc: subprocess.Popen, lines: deque[str], on_line: Callable[[str], None] | None) -> None:

@@ -56,7 +56,7 @@ def reference_outputs(model: Path, cases: list[Case], cache: Path) -> dict:
     from reference.generate import Reference
 
     reference = Reference(model)
-    outputs = {case.name: reference.generate(case.prompt, case.schema, case.max_tokens) for case in cases}
+    outputs = {case.name: reference.generate(case.prompt, case.grammar, case.max_tokens) for case in cases}
     write_atomic(path, json.dumps(outputs))
     return outputs
 

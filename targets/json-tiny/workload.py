@@ -1,5 +1,6 @@
 """The json-tiny workload: cases read from a folder or a JSONSchemaBench checkout, and a client for a stack process."""
 
+import copy
 import json
 import queue
 import subprocess
@@ -12,6 +13,12 @@ from pathlib import Path
 ENTRY = "serve.py"
 SYSTEM = "Reply with one JSON value that matches this JSON schema, and nothing else."
 BENCH_REQUEST = "Give a realistic example."
+STRING_CHARS = 32
+ARRAY_ITEMS = 3
+OBJECT_KEYS = 4
+SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+SUBSCHEMAS = ("items", "prefixItems", "additionalItems", "additionalProperties", "contains", "not", "if", "then",
+              "else", "anyOf", "oneOf", "allOf")  # fmt: skip
 READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 300.0
 WARMUP = {
@@ -31,8 +38,62 @@ class Case:
     max_tokens: int
     messages: list
 
+    @property
+    def grammar(self) -> dict:
+        return bounded(self.schema)
+
     def request(self) -> dict:
-        return {"id": self.name, "prompt": self.prompt, "schema": self.schema, "max_tokens": self.max_tokens}
+        return {"id": self.name, "prompt": self.prompt, "schema": self.grammar, "max_tokens": self.max_tokens}
+
+
+def bounded(schema: dict) -> dict:
+    """The schema as every constrained row decodes it (the workload's grammar setting; outputs are validated
+    against the schema itself). Greedy decoding by a small model loops inside free-form values until max_tokens,
+    so free strings get at most STRING_CHARS characters, arrays ARRAY_ITEMS items and open objects OBJECT_KEYS
+    keys, never below the schema's own minimums. A required key that the properties do not declare is declared
+    with the additionalProperties schema (any value by default), since xgrammar's strict mode would drop it.
+    Every value valid under the bounded schema is valid under the schema."""
+    schema = copy.deepcopy(schema)
+    _bound(schema)
+    return schema
+
+
+def _bound(node) -> None:
+    if not isinstance(node, dict):
+        return
+    types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+    if "string" in types and not {"enum", "const", "format", "pattern"} & node.keys():
+        _cap(node, "minLength", "maxLength", STRING_CHARS)
+    if "array" in types:
+        _cap(node, "minItems", "maxItems", ARRAY_ITEMS)
+    if "object" in types and (node.get("additionalProperties", False) is not False or "patternProperties" in node):
+        _cap(node, "minProperties", "maxProperties", max(OBJECT_KEYS, len(node.get("required", []))))
+    _declare_required(node)
+    for child in _children(node):
+        _bound(child)
+
+
+def _children(node: dict):
+    for key in SUBSCHEMA_MAPS:
+        if isinstance(node.get(key), dict):
+            yield from node[key].values()
+    for key in SUBSCHEMAS:
+        value = node.get(key)
+        yield from value if isinstance(value, list) else [value]
+
+
+def _cap(node: dict, low: str, high: str, limit: int) -> None:
+    floor = node.get(low, 0) if isinstance(node.get(low), int) else 0
+    node[high] = min(node.get(high, limit), max(limit, floor)) if isinstance(node.get(high, 0), int) else limit
+
+
+def _declare_required(node: dict) -> None:
+    properties, extra = node.get("properties"), node.get("additionalProperties", {})
+    if not isinstance(properties, dict) or extra is False or not isinstance(node.get("required"), list):
+        return
+    for key in node["required"]:
+        if isinstance(key, str) and key not in properties:
+            properties[key] = copy.deepcopy(extra) if isinstance(extra, dict) else {}
 
 
 def load_cases(folder: Path, model: Path | None = None) -> list[Case]:

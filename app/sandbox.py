@@ -1,0 +1,61 @@
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+INSTALL = "apt-get install bubblewrap"
+KEEP = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "HF_HOME"}
+KEEP_PREFIXES = ("LC_", "PYTHON", "MLX_", "OMP_", "OPENBLAS_")
+
+
+class SandboxError(Exception):
+    pass
+
+
+def available() -> str | None:
+    """None when bubblewrap can confine a command here, else why not and how to fix it."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return f"bubblewrap is not installed: {INSTALL}"
+    probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net", "--", "true"]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bubblewrap does not run: {e}"
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        return f"bubblewrap cannot create a sandbox here ({reason}): run as root or enable unprivileged user namespaces"
+    return None
+
+
+def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), network: bool = False) -> list[str]:
+    """The argv running command read-only everywhere except workspace and writable (not their .git), private /tmp."""
+    if not command:
+        raise SandboxError("no command to sandbox")
+    reason = available()
+    if reason:
+        raise SandboxError(reason)
+    binds = [_existing_dir(workspace, "workspace")] + [_existing_dir(p, "writable path") for p in writable]
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    if not network:
+        argv += ["--unshare-net", "--tmpfs", "/run"]
+    for path in binds:
+        argv += ["--bind", str(path), str(path)]
+    for path in binds:
+        if (path / ".git").exists():
+            argv += ["--ro-bind", str(path / ".git"), str(path / ".git")]
+    argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
+    return argv + list(command)
+
+
+def environment() -> dict[str, str]:
+    """The variables a confined command inherits: locale, paths and tuning, never credentials."""
+    return {k: v for k, v in os.environ.items() if k in KEEP or k.startswith(KEEP_PREFIXES)}
+
+
+def _existing_dir(path: Path, what: str) -> Path:
+    resolved = Path(path).resolve()
+    if not resolved.is_dir():
+        raise SandboxError(f"sandbox {what} is not a folder: {path}")
+    return resolved
