@@ -22,6 +22,7 @@ from app.run import Options, reopen
 from app.store import Store
 from conftest import atelier, rows
 from scripted_llm import Reply, ScriptedLLM, call, late, raw, say, status
+from test_runs import SABOTAGE
 
 KEY_ENV = "ATELIER_TEST_KEY"
 SLOW_PATH = 'if settings["cache"] == "kv":'
@@ -64,7 +65,7 @@ PASS = call("submit", verdict="pass", failed_checks=[], reward_hacking_findings=
 
 def faster_implementer(key: str = "") -> list[Reply]:
     return [
-        call("run", said=f"checking my environment (never print {key})", command=f"env | grep {KEY_ENV}"),
+        call("run", said=f"checking my environment (never print {key})", command=f"echo key=${{{KEY_ENV}:-unset}}"),
         call("write", path="../readonly/check.py", content="print('CHECK PASS')"),
         call("read", path="decode.py"),
         call("edit", path="decode.py", old=SLOW_PATH, new=FAST_PATH),
@@ -131,7 +132,7 @@ def test_issues_run_accepts_a_real_gain_and_orchestrates_the_next_issue(toy, llm
 
     implementer = llm.to("implementer")
     assert "outside the workspace" in implementer[2].tool_results()[-1]
-    assert implementer[1].tool_results()[-1] == f"exit code 0\n{KEY_ENV}="
+    assert implementer[1].tool_results()[-1] == "exit code 0\nkey=unset"
     usage = {u["role"]: u for u in rows(home, "SELECT role, SUM(calls) calls, SUM(tokens_in) t, SUM(cost) cost, "
                                                "SUM(active_s) s FROM usage GROUP BY role")}  # fmt: skip
     assert usage["implementer"]["calls"] == 6 and usage["implementer"]["t"] == 6 * 120
@@ -170,10 +171,11 @@ def test_ralph_runs_the_standing_task_end_to_end(toy, llm, home):
 
 
 def test_an_implementer_that_edits_the_checker_is_failed_before_any_llm_review(baselined, llm):
+    here = "HERE = Path(__file__).parent\n"
     llm.add(
         "implementer",
         call("run", command="chmod u+w ../readonly/check.py && echo '# always pass' >> ../readonly/check.py"),
-        call("edit", path="decode.py", old=SLOW_PATH, new=FAST_PATH),
+        call("edit", path="decode.py", old=here, new=here + SABOTAGE),
         submit_change("faster decoding", ["decode.py"]),
     )
     llm.add("judge", PASS)
@@ -181,8 +183,9 @@ def test_an_implementer_that_edits_the_checker_is_failed_before_any_llm_review(b
     team.implementer.bind(baselined, 1)
     outcome = play(baselined, 1, Task("faster"), team.implementer, team.reviewer, team.advisor)
     assert outcome.status == "failed"
-    assert "read-only input readonly/check.py: modified (before the checker)" in outcome.reason
+    assert "read-only input readonly/check.py: modified (after the checker)" in outcome.reason
     assert readonly.verify(baselined.dir, baselined.manifest) == []
+    assert llm.to("implementer")[1].tool_results()[-1].startswith("exit code 1\n")  # the sandbox kept it out
     assert llm.to("judge") == [] and llm.left() == {"judge": 1}
     assert [v["passed"] for v in baselined.store.verdicts(baselined.id, 1)] == [0]
 
@@ -202,7 +205,7 @@ def test_an_implementer_that_hard_codes_outputs_is_caught_by_hidden_inputs(basel
     team.implementer.bind(baselined, 1)
     outcome = play(baselined, 1, Task("faster"), team.implementer, team.reviewer, team.advisor)
     assert outcome.status == "failed" and "prompt 0: tokens differ from the reference" in outcome.reason
-    assert json.dumps(answers[0]) in llm.to("implementer")[1].tool_results()[-1]
+    assert llm.to("implementer")[1].tool_results()[-1].startswith("exit code 1\n")  # the sandbox kept it out
     assert llm.to("judge") == []
 
 
@@ -341,7 +344,7 @@ def test_file_tools_stay_inside_the_workspace(tmp_path):
     (root / "link").symlink_to(tmp_path / "secret.txt")
     (root / "decode.py").write_text("a = 1\nb = 1\n")
     run = SimpleNamespace(target=SimpleNamespace(executor="mlx"))
-    tools = Toolbox(run, root, [])
+    tools = Toolbox(run, root)
     for name, args in [("read", {"path": "../secret.txt"}), ("read", {"path": "link"}), ("write", {"path": "/tmp/x"}),
                        ("list", {"path": ".."}), ("search", {"pattern": "x", "path": "link"})]:  # fmt: skip
         with pytest.raises(ToolError, match="outside the workspace"):

@@ -61,9 +61,6 @@ class Config:
         price = self.prices.get(model)
         return (price.input * tokens_in + price.output * tokens_out) / 1e6 if price else 0.0
 
-    def key_envs(self) -> list[str]:
-        return sorted({e.api_key_env for e in [self.llm, *self.roles.values()] if e.api_key_env})
-
     def secrets(self) -> list[str]:
         return sorted({e.api_key for e in [self.llm, *self.roles.values()] if e.api_key})
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from app import skills
 from app.run import ActiveRun
+from app.sandbox import SandboxError
+from backends.executor import Sandbox
 
 MAX_OUTPUT = 12_000
 READ_LINES = 400
@@ -21,7 +23,6 @@ class ToolError(Exception):
 class Toolbox:
     run: ActiveRun
     root: Path
-    hidden_env: list[str]
 
     def call(self, name: str, args: dict) -> str:
         return getattr(self, f"tool_{name}")(**args)
@@ -73,8 +74,10 @@ class Toolbox:
         return cut("\n".join(hits[:MAX_HITS] + more) or "no match")
 
     def tool_run(self, command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
-        env = {name: "" for name in self.hidden_env}
-        result = self.run.executor.run(["bash", "-c", command], cwd=self.root, timeout=timeout_s, env=env)
+        try:
+            result = self.run.executor.run(["bash", "-c", command], self.root, timeout_s, sandbox=Sandbox(self.root))
+        except SandboxError as e:
+            raise ToolError(f"commands cannot run: {e}") from e
         status = f"timed out after {timeout_s:g} s" if result.timed_out else f"exit code {result.exit_code}"
         return f"{status}\n{cut(result.output)}"
 
