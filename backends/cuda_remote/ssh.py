@@ -99,7 +99,7 @@ class Ssh:
     def fail_if_fatal(self, stderr: str) -> None:
         if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
             raise HostKeyError(self._host_key_message(stderr))
-        for fatal in ("Permission denied", "Could not resolve hostname", "Bad configuration", "no argument after"):
+        for fatal in ("Permission denied", "Could not resolve hostname", "Bad configuration", "ControlPath too long"):
             if fatal in stderr:
                 raise ExecutorError(f"{self.host}: {_last(stderr)} (check [executors.{self.remote.name}])")
 

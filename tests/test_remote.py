@@ -1,0 +1,316 @@
+"""The SSH executor against a real OpenSSH server on 127.0.0.1 (this machine over SSH plays the GPU box)."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.target import check
+from backends.cuda_remote import config
+from backends.cuda_remote.executor import RemoteExecutor
+from backends.cuda_remote.ssh import HostDown, HostKeyError
+from backends.executor import ConfigError
+from conftest import atelier, rows
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def openssh():
+    missing = [p for p in (str(SSHD), "rsync", "ssh") if not shutil.which(p)]
+    if missing:
+        message = f"needs {', '.join(missing)}: apt-get install openssh-server openssh-client rsync"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@dataclass
+class Server:
+    dir: Path
+    port: int
+    user_key: Path
+    host_key: Path
+
+    @property
+    def pid(self) -> int:
+        return int((self.dir / "sshd.pid").read_text())
+
+    def start(self) -> "Server":
+        Path("/run/sshd").mkdir(exist_ok=True)
+        subprocess.run([str(SSHD), "-f", str(self.dir / "sshd_config"), "-E", str(self.dir / "sshd.log")], check=True)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError((self.dir / "sshd.log").read_text())
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+
+
+def serve(dir: Path) -> Server:
+    dir.mkdir(parents=True)
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(dir / name)], check=True)
+    shutil.copy(dir / "user_key.pub", dir / "authorized_keys")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = {
+        "Port": port, "ListenAddress": "127.0.0.1", "HostKey": dir / "host_key", "PidFile": dir / "sshd.pid",
+        "AuthorizedKeysFile": dir / "authorized_keys", "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no", "UsePAM": "no", "StrictModes": "no",
+    }  # fmt: skip
+    (dir / "sshd_config").write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
+    (dir / "known_hosts").write_text(f"[127.0.0.1]:{port} {(dir / 'host_key.pub').read_text()}")
+    return Server(dir, port, dir / "user_key", dir / "host_key").start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = serve(tmp_path_factory.mktemp("sshd") / "server")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    s = serve(tmp_path / "own-sshd")
+    yield s
+    s.stop()
+
+
+def configure(server: Server, tmp_path: Path, monkeypatch, name: str = "box") -> Path:
+    alias = f"atelier-test-{server.port}"
+    ssh_config = tmp_path / f"ssh_config_{name}"
+    ssh_config.write_text(
+        f"Host {alias}\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n  IdentityFile {server.user_key}\n"
+        f"  IdentitiesOnly yes\n  UserKnownHostsFile {server.dir / 'known_hosts'}\n"
+    )
+    file = tmp_path / "config.toml"
+    file.write_text(
+        f'[llm]\nmodel = "ignored here"\n\n[executors.{name}]\nhost = "{alias}"\nssh_config = "{ssh_config}"\n'
+        f'workdir = "{tmp_path / "remote"}"\npython = "{sys.executable}"\nretries = 2\nbackoff = 0.2\n'
+        f'[executors.{name}.env]\nATELIER_REMOTE_TEST = "yes"\n'
+    )
+    monkeypatch.setenv("ATELIER_CONFIG", str(file))
+    return file
+
+
+@pytest.fixture
+def remote(server, tmp_path, monkeypatch, home):
+    configure(server, tmp_path, monkeypatch)
+    x = RemoteExecutor("box")
+    yield x
+    x.close()
+
+
+def test_config_errors_name_the_key(tmp_path, monkeypatch):
+    file = tmp_path / "config.toml"
+    monkeypatch.setenv("ATELIER_CONFIG", str(file))
+    with pytest.raises(ConfigError, match="no Atelier config"):
+        config.load("box")
+    cases = {
+        "[executors.box]\nuser = 'me'\n": "executors.box.host: missing",
+        "[executors.box]\nhost = 'h'\nport = 'x'\n": "executors.box.port: must be a port number",
+        "[executors.box]\nhost = 'h'\nhots = 1\n": "executors.box.hots: unknown key",
+        "[executors.box]\nhost = 'h'\nenv = {A = 1}\n": "executors.box.env: must be a table of strings",
+        "[executors.a]\nhost = 'h'\n[executors.b]\nhost = 'h'\n": "name the executor as 'cuda_remote:NAME'",
+    }
+    for text, message in cases.items():
+        file.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config.load("" if "executors.a" in text else "box")
+    file.write_text("[executors.gpu]\nhost = 'h100'\nport = 2222\n[executors.gpu.env]\nHF_HOME = '/data/hf'\n")
+    assert config.load() == config.Remote("gpu", "h100", port=2222, env={"HF_HOME": "/data/hf"})
+
+
+def test_target_names_a_remote_executor(toy):
+    toml = toy / "target.toml"
+    for executor, ok in (("cuda_remote:box", True), ("cuda_remote", True), ("mlx:box", False), ("cuda", False)):
+        toml.write_text(re.sub(r'executor = ".*"', f'executor = "{executor}"', toml.read_text()))
+        problems, _ = check(toy)
+        assert (problems == []) is ok, (executor, problems)
+
+
+def test_hardware_without_gpu_says_so(remote):
+    facts = remote.hardware()
+    assert facts["cores"] == str(os.cpu_count())
+    assert facts["gpu"].startswith("none found")
+
+
+def test_sync_sends_only_what_changed(remote, home):
+    ws = home / "runs" / "r1" / "workspace"
+    (ws / "pkg").mkdir(parents=True)
+    (ws / "a.py").write_text("a = 1\n")
+    (ws / "pkg" / "b.py").write_text("b = 2\n")
+    dest = remote.sync(ws)
+    assert dest == Path(remote.root) / "runs" / "r1" / "workspace"
+    assert sorted(remote.sent) == ["a.py", "pkg/b.py"]
+    remote.sync(ws)
+    assert remote.sent == []
+    (ws / "pkg" / "b.py").write_text("b = 3\n")
+    remote.sync(ws)
+    assert remote.sent == ["pkg/b.py"]
+    assert (dest / "pkg" / "b.py").read_text() == "b = 3\n"
+
+
+def test_readonly_inputs_are_frozen_and_checked_on_the_remote(remote, home):
+    inputs = home / "runs" / "r1" / "readonly"
+    inputs.mkdir(parents=True)
+    (inputs / "check.py").write_text("print('checker')\n")
+    there = remote.place(inputs, readonly=True)
+    copy = there / "check.py"
+    assert copy.read_text() == "print('checker')\n"
+    assert copy.stat().st_mode & 0o222 == 0 and there.stat().st_mode & 0o222 == 0
+    assert remote.run(["true"], there, 30).ok
+    copy.chmod(0o644)
+    copy.write_text("print('tampered')\n")
+    result = remote.run(["true"], there, 30)
+    assert result.exit_code == 0 and not result.ok
+    assert "check.py: modified" in result.failure
+    assert "CHECK FAIL read-only input readonly/check.py: modified" in result.output
+    remote.place(inputs, readonly=True)
+    assert copy.read_text() == "print('checker')\n" and copy.stat().st_mode & 0o222 == 0
+    assert remote.run(["true"], there, 30).ok
+
+
+def test_command_streams_output_and_returns_its_exit_code(remote, tmp_path):
+    seen: list[str] = []
+    script = "import os; print('out', flush=True); print('err', os.environ['ATELIER_REMOTE_TEST'], file=__import__('sys').stderr); raise SystemExit(3)"  # noqa: E501
+    result = remote.run([sys.executable, "-c", script], Path(remote.root), 60, env={"X": "1"}, on_line=seen.append)
+    assert result.exit_code == 3 and not result.timed_out
+    assert seen == ["out", "err yes"] and result.output == "out\nerr yes"
+
+
+def test_timeout_kills_the_remote_group(remote, tmp_path):
+    marker = tmp_path / "pgid"
+    code = f"import os, subprocess, time; subprocess.Popen(['sleep', '300']); open({str(marker)!r}, 'w').write(str(os.getpgid(0))); time.sleep(300)"  # noqa: E501
+    start = time.monotonic()
+    result = remote.run([sys.executable, "-c", code], Path(remote.root), 3)
+    assert result.timed_out and result.exit_code is None and time.monotonic() - start < 15
+    pgid = int(marker.read_text())
+    assert pgid != os.getpgid(0)
+    assert not group_alive(pgid, within=5)
+
+
+def group_alive(pgid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def numbered(n: int, pause: float) -> list[str]:
+    loop = f"for i in range({n}):\n    print(f'line {{i}}', flush=True)\n    time.sleep({pause})\n"
+    return [sys.executable, "-c", f"import time\n{loop}raise SystemExit(7)"]
+
+
+def test_dropped_connection_reattaches_and_collects_the_result(remote):
+    masters: list[int] = []
+
+    def drop_twice(line: str) -> None:
+        if line in ("line 10", "line 25"):
+            pid = remote.ssh.master()
+            assert pid is not None
+            masters.append(pid)
+            os.kill(pid, signal.SIGKILL)
+
+    result = remote.run(numbered(40, 0.1), Path(remote.root), 120, on_line=drop_twice)
+    assert len(set(masters)) == 2
+    assert result.exit_code == 7 and not result.timed_out
+    assert result.output.splitlines() == [f"line {i}" for i in range(40)]
+
+
+def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home):
+    configure(own_server, tmp_path, monkeypatch, "dying")
+    x = RemoteExecutor("dying")
+
+    def kill_server(line: str) -> None:
+        if line == "line 3":
+            own_server.stop()
+            os.kill(x.ssh.master() or 0, signal.SIGKILL)
+
+    start = time.monotonic()
+    with pytest.raises(HostDown) as failure:
+        x.run(numbered(600, 0.1), Path(x.root), 120, env={"ATELIER_RUN": "toy-1"}, on_line=kill_server)
+    message = str(failure.value)
+    assert "unreachable after 3 attempts" in message and "atelier resume toy-1" in message
+    assert time.monotonic() - start < 30
+    left = int(re.search(r"\(pid (\d+)\)", message).group(1))
+    os.killpg(left, signal.SIGKILL)
+
+
+def test_host_key_mismatch_refuses_with_what_to_check(server, tmp_path, monkeypatch, home):
+    configure(server, tmp_path, monkeypatch)
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known = server.dir / "known_hosts"
+    kept = known.read_text()
+    known.write_text(f"[127.0.0.1]:{server.port} {(tmp_path / 'other_key.pub').read_text()}")
+    try:
+        x = RemoteExecutor("box")
+        x.ssh.sockets = Path(tempfile.mkdtemp(prefix="atelier-test-"))
+        with pytest.raises(HostKeyError) as failure:
+            x.hardware()
+        message = str(failure.value)
+        assert f"does not match {known} line 1" in message
+        assert f"ssh-keygen -R '[127.0.0.1]:{server.port}'" in message
+        known.write_text("")
+        with pytest.raises(HostKeyError, match="no known host key"):
+            x.hardware()
+    finally:
+        known.write_text(kept)
+
+
+def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home):
+    configure(server, tmp_path, monkeypatch)
+    result = atelier("remote", "check", "box", home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(re.match(r"ok +python +3\.\d+", line) for line in lines)
+    assert any(re.match(r"ok +rsync", line) for line in lines)
+    assert any(re.match(r"missing +GPU", line) for line in lines)
+    assert "fix: install the NVIDIA driver" in result.stdout
+    assert lines[-1] == "box: usable"
+    missing = atelier("remote", "check", "nope", home=home)
+    assert missing.returncode == 2 and "no [executors.nope] table" in missing.stderr
+
+
+def test_toy_run_over_ssh(server, toy, tmp_path, monkeypatch, home):
+    configure(server, tmp_path, monkeypatch)
+    toml = toy / "target.toml"
+    toml.write_text(toml.read_text().replace('executor = "mlx"', 'executor = "cuda_remote:box"'))
+    result = atelier("run", str(toy), "--max-rounds", "1", home=home, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = rows(home, "SELECT * FROM runs")
+    assert run["status"] == "done" and run["executor"] == "cuda_remote:box" and run["baseline"] > 0
+    [round] = rows(home, "SELECT * FROM rounds")
+    assert round["status"] in ("accepted", "rejected") and round["metric"] > 0
+    verdicts = rows(home, "SELECT role, passed FROM verdicts")
+    assert ("judge", 1) in [tuple(v) for v in verdicts] and "evaluator" in [v["role"] for v in verdicts]
+    there = tmp_path / "remote" / "runs" / run["id"]
+    assert (there / "workspace" / "decode.py").exists()
+    assert (there / "readonly" / "check.py").stat().st_mode & 0o222 == 0
+    assert list((there / "cache").glob("reference-*.json"))
+    assert list((Path(run["dir"]) / "cache").glob("reference-*.json"))
+    assert '"host": "atelier-test-' in (Path(run["dir"]) / "hardware.json").read_text()
