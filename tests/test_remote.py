@@ -17,9 +17,9 @@ import pytest
 from app.target import check
 from backends.cuda_remote import config
 from backends.cuda_remote.executor import RemoteExecutor
-from backends.cuda_remote.ssh import HostDown, HostKeyError
+from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
 from backends.executor import ConfigError
-from conftest import atelier, rows
+from conftest import ROOT, atelier, rows
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -225,15 +225,20 @@ def numbered(n: int, pause: float) -> list[str]:
     return [sys.executable, "-c", f"import time\n{loop}raise SystemExit(7)"]
 
 
+def drop(ssh: Ssh) -> int:
+    """Kills this side's shared connection, as a network drop would end it."""
+    pid = ssh.master()
+    assert pid is not None and pid > 1
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def test_dropped_connection_reattaches_and_collects_the_result(remote):
     masters: list[int] = []
 
     def drop_twice(line: str) -> None:
         if line in ("line 10", "line 25"):
-            pid = remote.ssh.master()
-            assert pid is not None
-            masters.append(pid)
-            os.kill(pid, signal.SIGKILL)
+            masters.append(drop(remote.ssh))
 
     result = remote.run(numbered(40, 0.1), Path(remote.root), 120, on_line=drop_twice)
     assert len(set(masters)) == 2
@@ -248,7 +253,7 @@ def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home)
     def kill_server(line: str) -> None:
         if line == "line 3":
             own_server.stop()
-            os.kill(x.ssh.master() or 0, signal.SIGKILL)
+            drop(x.ssh)
 
     start = time.monotonic()
     with pytest.raises(HostDown) as failure:
@@ -257,6 +262,7 @@ def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home)
     assert "unreachable after 3 attempts" in message and "atelier resume toy-1" in message
     assert time.monotonic() - start < 30
     left = int(re.search(r"\(pid (\d+)\)", message).group(1))
+    assert left > 1
     os.killpg(left, signal.SIGKILL)
 
 
@@ -314,3 +320,51 @@ def test_toy_run_over_ssh(server, toy, tmp_path, monkeypatch, home):
     assert list((there / "cache").glob("reference-*.json"))
     assert list((Path(run["dir"]) / "cache").glob("reference-*.json"))
     assert '"host": "atelier-test-' in (Path(run["dir"]) / "hardware.json").read_text()
+
+
+def test_unreachable_host_fails_before_a_run_is_created(own_server, toy, tmp_path, monkeypatch, home):
+    configure(own_server, tmp_path, monkeypatch)
+    own_server.stop()
+    toml = toy / "target.toml"
+    toml.write_text(toml.read_text().replace('executor = "mlx"', 'executor = "cuda_remote:box"'))
+    result = atelier("run", str(toy), home=home, timeout=120)
+    assert result.returncode == 1
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("atelier: error:")]
+    assert "unreachable after 3 attempts" in error and "Connection refused" in error
+    assert not (home / "runs").exists() or not list((home / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_host_lost_mid_round_fails_cleanly_and_resumes(own_server, toy, tmp_path, monkeypatch, home):
+    configure(own_server, tmp_path, monkeypatch)
+    toml = toy / "target.toml"
+    toml.write_text(toml.read_text().replace('executor = "mlx"', 'executor = "cuda_remote:box"'))
+    env = {**os.environ, "ATELIER_HOME": str(home)}
+    argv = [sys.executable, "-m", "app", "run", str(toy), "--max-rounds", "1"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(home, "SELECT * FROM events WHERE kind='judge' AND round=1")
+        own_server.stop()
+        drop(Ssh(config.load("box")))
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "unreachable after 3 attempts" in stderr
+    [run] = rows(home, "SELECT * FROM runs")
+    assert run["status"] == "failed"
+    said = [e["message"] for e in rows(home, "SELECT * FROM events WHERE kind='stop'")]
+    assert said == [f"carry on with: atelier resume {run['id']}"]
+    own_server.start()
+    atelier("resume", run["id"], home=home, timeout=900, check=True)
+    statuses = {r["n"]: r["status"] for r in rows(home, "SELECT * FROM rounds")}
+    assert statuses[1] == "interrupted" and statuses[2] in ("accepted", "rejected")
+    assert rows(home, "SELECT status FROM runs")[0][0] == "done"
+
+
+def wait_for(home: Path, query: str, timeout: float = 600) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "atelier.db").exists() and (found := rows(home, query)):
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"never saw: {query}")

@@ -90,15 +90,17 @@ class RemoteExecutor:
             if on_line:
                 on_line(line)
 
-        running = job.start(self.ssh, f"{self.root}/.jobs", command, str(cwd), {**self.remote.env, **(env or {})})
+        running: job.Job | None = None
         try:
+            running = job.start(self.ssh, f"{self.root}/.jobs", command, str(cwd), {**self.remote.env, **(env or {})})
             ended = job.follow(self.ssh, running, start + timeout, emit)
             if not ended:
                 job.kill(self.ssh, running)
             code = job.finish(self.ssh, running, emit)
             tampered = self.tampered()
         except HostDown as e:
-            raise HostDown(f"{e}; the command was left in {running.dir} (pid {running.pid}); {_resume(env)}") from e
+            left = f"the command was left in {running.dir} (pid {running.pid}); " if running else ""
+            raise HostDown(f"{e}; {left}{_resume(env)}") from e
         for problem in tampered:
             emit(f"CHECK FAIL read-only input {problem}")
         output, seconds = "\n".join(lines), time.monotonic() - start
