@@ -262,8 +262,14 @@ def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home)
     assert "unreachable after 3 attempts" in message and "atelier resume toy-1" in message
     assert time.monotonic() - start < 30
     left = int(re.search(r"\(pid (\d+)\)", message).group(1))
-    assert left > 1
-    os.killpg(left, signal.SIGKILL)
+    assert group_alive(left, within=0.1)
+    own_server.start()
+    seen: list[str] = []
+    again = RemoteExecutor("dying")
+    assert again.run(["true"], Path(again.root), 30, env={"ATELIER_RUN": "toy-1"}, on_line=seen.append).ok
+    assert seen == ["atelier: stopped 1 command(s) an earlier process of toy-1 left running on atelier-test-"
+                    f"{own_server.port}"]  # fmt: skip
+    assert not group_alive(left, within=5)
 
 
 def test_host_key_mismatch_refuses_with_what_to_check(server, tmp_path, monkeypatch, home):

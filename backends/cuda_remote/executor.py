@@ -34,6 +34,7 @@ class RemoteExecutor:
         self.python = self.remote.python
         self.frozen: dict[str, dict[str, str]] = {}
         self.placed: set[Path] = set()
+        self.reaped: set[str] = set()
         self.sent: list[str] = []
         self._root = ""
 
@@ -91,8 +92,11 @@ class RemoteExecutor:
                 on_line(line)
 
         running: job.Job | None = None
+        owner, jobs = (env or {}).get("ATELIER_RUN", ""), f"{self.root}/.jobs"
         try:
-            running = job.start(self.ssh, f"{self.root}/.jobs", command, str(cwd), {**self.remote.env, **(env or {})})
+            if owner and owner not in self.reaped:
+                self._reap(jobs, owner, emit)
+            running = job.start(self.ssh, jobs, command, str(cwd), {**self.remote.env, **(env or {})}, owner)
             ended = job.follow(self.ssh, running, start + timeout, emit)
             if not ended:
                 job.kill(self.ssh, running)
@@ -137,6 +141,12 @@ class RemoteExecutor:
 
     def close(self) -> None:
         self.ssh.close()
+
+    def _reap(self, jobs: str, owner: str, emit: Callable[[str], None]) -> None:
+        left = job.reap(self.ssh, jobs, owner)
+        if left:
+            emit(f"atelier: stopped {left} command(s) an earlier process of {owner} left running on {self.ssh.host}")
+        self.reaped.add(owner)
 
     def _freeze(self, path: Path, dest: Path) -> None:
         expected = digest.folder(str(path))

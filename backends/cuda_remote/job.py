@@ -24,7 +24,7 @@ class Job:
     partial: bytes = b""
 
 
-def start(ssh: Ssh, jobs: str, command: list[str], cwd: str, env: dict[str, str]) -> Job:
+def start(ssh: Ssh, jobs: str, command: list[str], cwd: str, env: dict[str, str], owner: str = "") -> Job:
     path = f"{jobs}/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     job = q(path)
     assignments = " ".join(q(f"{k}={v}") for k, v in env.items())
@@ -34,7 +34,8 @@ def start(ssh: Ssh, jobs: str, command: list[str], cwd: str, env: dict[str, str]
         f"echo $? > {job}/exit.tmp; mv {job}/exit.tmp {job}/exit"
     )
     launch = (
-        f"mkdir -p {q(jobs)} && if mkdir {job} 2>/dev/null; then setsid sh -c {q(inner)} </dev/null >/dev/null 2>&1 & "
+        f"mkdir -p {q(jobs)} && if mkdir {job} 2>/dev/null; then echo {q(owner)} > {job}/owner; "
+        f"setsid sh -c {q(inner)} </dev/null >/dev/null 2>&1 & "
         f"fi; i=0; while [ ! -s {job}/pid ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; cat {job}/pid"
     )
     pid = ssh.text(launch).strip()
@@ -67,6 +68,16 @@ def finish(ssh: Ssh, job: Job, emit: Callable[[str], None]) -> int | None:
 
 def kill(ssh: Ssh, job: Job) -> None:
     ssh.text(f"kill -s KILL -- -{job.pid} 2>/dev/null; true")
+
+
+def reap(ssh: Ssh, jobs: str, owner: str) -> int:
+    """Kills the jobs of this owner that an earlier process left behind; how many were still running."""
+    script = (
+        f'n=0; for d in {q(jobs)}/*/; do [ "$(cat "$d/owner" 2>/dev/null)" = {q(owner)} ] || continue; '
+        '[ -e "$d/exit" ] || { kill -s KILL -- "-$(cat "$d/pid")" 2>/dev/null && n=$((n+1)); }; '
+        'rm -rf "$d"; done; echo $n'
+    )
+    return int(ssh.text(script).strip() or 0)
 
 
 def _tail(ssh: Ssh, job: Job, left: float, emit: Callable[[str], None]) -> tuple[int | None, str]:
