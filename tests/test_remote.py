@@ -294,6 +294,15 @@ def test_host_key_mismatch_refuses_with_what_to_check(server, tmp_path, monkeypa
         known.write_text(kept)
 
 
+def test_host_key_checking_turned_off_by_the_user_is_said(server, tmp_path, monkeypatch, home):
+    configure(server, tmp_path, monkeypatch)
+    with (tmp_path / "ssh_config_box").open("a") as f:
+        f.write("  StrictHostKeyChecking no\n")
+    assert RemoteExecutor("box").hardware()["host_key_check"] == "StrictHostKeyChecking no (from your ssh config)"
+    result = atelier("remote", "check", "box", home=home)
+    assert re.search(r"missing +host key +StrictHostKeyChecking no", result.stdout)
+
+
 def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home):
     configure(server, tmp_path, monkeypatch)
     result = atelier("remote", "check", "box", home=home)

@@ -132,6 +132,8 @@ class RemoteExecutor:
         machine, cores, processor, memory = (cpu.splitlines() + ["?"] * 4)[:4]
         facts = {"host": self.ssh.host, "machine": machine, "processor": processor.strip(), "cores": cores}
         facts["memory_gib"] = f"{int(memory) / 2**20:.1f}" if memory.isdigit() else "?"
+        if self.ssh.checking() != "yes":
+            facts["host_key_check"] = f"StrictHostKeyChecking {self.ssh.checking()} (from your ssh config)"
         rows = [[v.strip() for v in line.split(",")] for line in gpus.splitlines() if line.count(",") == 3]
         if not rows:
             return {**facts, "gpu": f"none found: nvidia-smi gave no GPU on {self.ssh.host}"}

@@ -67,7 +67,7 @@ class Ssh:
 
     def checking(self) -> str:
         value = self.settings.get("stricthostkeychecking", "ask")
-        return "yes" if value in ("ask", "true") else value
+        return {"ask": "yes", "true": "yes", "false": "no"}.get(value, value)
 
     def run(self, script: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """The script's own result; retried on a lost connection until the host is back or the retries run out."""
