@@ -2,6 +2,7 @@
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from app.sandbox import SandboxError
 from app.target import check
 from backends.cuda_remote import config
 from backends.cuda_remote.executor import RemoteExecutor
 from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
-from backends.executor import ConfigError
+from backends.executor import ConfigError, Sandbox
 from conftest import ROOT, atelier, rows
 
 SSHD = Path("/usr/sbin/sshd")
@@ -218,6 +220,48 @@ def group_alive(pgid: int, within: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_sandboxed_command_is_confined_on_the_remote(remote, server, home):
+    ws = home / "runs" / "r1" / "workspace"
+    ws.mkdir(parents=True)
+    there = remote.sync(ws)
+    code = (
+        "import os, socket\nopen('ok.txt', 'w').write('ok')\n"
+        f"try:\n    socket.create_connection(('127.0.0.1', {server.port}), timeout=5)\n    print('network')\n"
+        "except OSError:\n    print('no network')\n"
+        "print(os.environ.get('SSH_CONNECTION'), os.environ['ATELIER_REMOTE_TEST'], os.environ['ROUND'])\n"
+        "open('/etc/atelier-remote-test', 'w')\n"
+    )
+    command = [sys.executable, "-c", code]
+    result = remote.run(command, there, 120, env={"ROUND": "3"}, sandbox=Sandbox(ws))
+    assert result.exit_code == 1 and "Read-only file system" in result.output, result.output
+    assert {"no network", "None yes 3"} <= set(result.output.splitlines())
+    assert (there / "ok.txt").read_text() == "ok"
+    unconfined = remote.run([sys.executable, "-c", "import os; print(os.environ['SSH_CONNECTION'])"], there, 60)
+    assert unconfined.ok and unconfined.output.startswith("127.0.0.1 ")
+    with pytest.raises(SandboxError, match="runs in its workspace"):
+        remote.run(["true"], Path(remote.root), 10, sandbox=Sandbox(ws))
+
+
+def test_sandboxed_command_is_killed_at_the_timeout(remote, home):
+    ws = home / "runs" / "r1" / "workspace"
+    ws.mkdir(parents=True)
+    marker = f"{secrets.randbelow(10**6) + 1000}.5"
+    start = time.monotonic()
+    result = remote.run(["sh", "-c", f"sleep {marker} & sleep {marker}"], remote.sync(ws), 2, sandbox=Sandbox(ws))
+    assert result.timed_out and time.monotonic() - start < 30
+    deadline = time.monotonic() + 5
+    while any(marker in cmdline(p) for p in Path("/proc").glob("[0-9]*")):
+        assert time.monotonic() < deadline, "a sandboxed process outlived the timeout"
+        time.sleep(0.1)
+
+
+def cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_text()
+    except OSError:
+        return ""
 
 
 def numbered(n: int, pause: float) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.sandbox import SandboxError
 from app.store import home
-from backends.cuda_remote import config, digest, job
+from backends.cuda_remote import config, confine, digest, job
 from backends.cuda_remote.ssh import HostDown, Ssh
 from backends.executor import CommandResult, ExecutorError, Sandbox
 
@@ -35,6 +35,7 @@ class RemoteExecutor:
         self.frozen: dict[str, dict[str, str]] = {}
         self.placed: set[Path] = set()
         self.reaped: set[str] = set()
+        self.unconfinable: str | None = None
         self.sent: list[str] = []
         self._root = ""
 
@@ -81,8 +82,9 @@ class RemoteExecutor:
         on_line: Callable[[str], None] | None = None,
         sandbox: Sandbox | None = None,
     ) -> CommandResult:
+        env = {**self.remote.env, **(env or {})}
         if sandbox:
-            raise SandboxError(f"the cuda_remote executor ({self.ssh.host}) cannot confine commands yet")
+            command = self._confine(command, cwd, sandbox, env)
         start = time.monotonic()
         lines: deque[str] = deque(maxlen=OUTPUT_LINES)
 
@@ -92,11 +94,11 @@ class RemoteExecutor:
                 on_line(line)
 
         running: job.Job | None = None
-        owner, jobs = (env or {}).get("ATELIER_RUN", ""), f"{self.root}/.jobs"
+        owner, jobs = env.get("ATELIER_RUN", ""), f"{self.root}/.jobs"
         try:
             if owner and owner not in self.reaped:
                 self._reap(jobs, owner, emit)
-            running = job.start(self.ssh, jobs, command, str(cwd), {**self.remote.env, **(env or {})}, owner)
+            running = job.start(self.ssh, jobs, command, str(cwd), env, owner)
             ended = job.follow(self.ssh, running, start + timeout, emit)
             if not ended:
                 job.kill(self.ssh, running)
@@ -143,6 +145,16 @@ class RemoteExecutor:
 
     def close(self) -> None:
         self.ssh.close()
+
+    def _confine(self, command: list[str], cwd: Path, sandbox: Sandbox, env: dict[str, str]) -> list[str]:
+        workspace = self.where(sandbox.workspace)
+        confine.check_cwd(cwd, workspace)
+        if self.unconfinable is None:
+            self.unconfinable = confine.usable(self.ssh) or ""
+        if self.unconfinable:
+            raise SandboxError(self.unconfinable)
+        writable = [str(self.where(p)) for p in sandbox.writable]
+        return confine.wrap(self.python, command, str(workspace), writable, sandbox.network, sorted(env))
 
     def _reap(self, jobs: str, owner: str, emit: Callable[[str], None]) -> None:
         left = job.reap(self.ssh, jobs, owner)
