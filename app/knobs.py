@@ -1,4 +1,4 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,11 @@ class Knob:
     values: list[Any]
     default: Any
     help: str = ""
+    when: dict[str, list[Any]] = field(default_factory=dict)
+
+    def active(self, setting: dict[str, Any]) -> bool:
+        """Whether the knob acts under this setting: each knob it names has one of the listed values."""
+        return all(setting.get(name) in values for name, values in self.when.items())
 
 
 def read(workspace: Path) -> list[Knob]:
@@ -33,8 +38,20 @@ def read(workspace: Path) -> list[Knob]:
             raise KnobError(f"{path}: knob '{name}' needs a table with 'values' and 'default'")
         if spec["default"] not in spec["values"]:
             raise KnobError(f"{path}: knob '{name}' default {spec['default']!r} is not among its values")
-        knobs.append(Knob(name, list(spec["values"]), spec["default"], spec.get("help", "")))
+        when = {k: v if isinstance(v, list) else [v] for k, v in spec.get("when", {}).items()}
+        knobs.append(Knob(name, list(spec["values"]), spec["default"], spec.get("help", ""), when))
+    _check_when(path, knobs)
     return knobs
+
+
+def _check_when(path: Path, knobs: list[Knob]) -> None:
+    values = {k.name: k.values for k in knobs}
+    for knob in knobs:
+        for name, wanted in knob.when.items():
+            if name not in values or name == knob.name:
+                raise KnobError(f"{path}: knob '{knob.name}' is active 'when' an unknown knob '{name}'")
+            if not wanted or any(v not in values[name] for v in wanted):
+                raise KnobError(f"{path}: knob '{knob.name}' 'when' {name} = {wanted!r}: not among its values")
 
 
 def settings(workspace: Path) -> dict[str, Any]:

@@ -1,13 +1,25 @@
-"""The whole loop on the real SmolLM2 weights: baseline, one tuner round, show, export, checker on the export."""
+"""The whole loop on the real SmolLM2 weights: baseline, one tuner round, show, export, checker on the export,
+and the export's run.sh serving the OpenAI client."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import tomlkit
+from test_json_seed import ask, ready_port
 
 from conftest import ROOT, atelier, rows
+
+TICKET = {
+    "type": "object",
+    "properties": {"title": {"type": "string", "maxLength": 20}, "urgent": {"type": "boolean"}},
+    "required": ["title", "urgent"],
+    "additionalProperties": False,
+}
 
 
 def only_blas_left(knobs_file) -> None:
@@ -17,6 +29,7 @@ def only_blas_left(knobs_file) -> None:
     for name, knob in doc.items():
         if name != "blas":
             knob["values"] = [knob["default"]]
+            knob.pop("when", None)
     knobs_file.write_text(tomlkit.dumps(doc))
 
 
@@ -45,3 +58,21 @@ def test_json_tiny_run_accepts_openblas_and_exports(tmp_path, home):
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    served_by_run_sh(dest)
+
+
+def served_by_run_sh(stack) -> None:
+    from openai import OpenAI
+
+    env = {**os.environ, "PYTHON": sys.executable}
+    process = subprocess.Popen(
+        [str(stack / "run.sh"), "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{ready_port(process)}/v1", api_key="none", max_retries=0)
+        plain, streamed = ask(client, TICKET), ask(client, TICKET, stream=True)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert plain == streamed and plain[1] == "stop"
+    jsonschema.validate(json.loads(plain[0]), TICKET)

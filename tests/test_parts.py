@@ -230,3 +230,28 @@ def test_tuner_leaves_the_way_back_from_an_accepted_change_for_last(tmp_path):
         run.store.end_round("r", n, "accepted", "faster", gain=2.0)
         knobs.set_default(tmp_path, name, value)
     assert [Policy().next(run)[0].title] == ["c=z"]
+
+
+def test_tuner_turns_on_what_a_knob_needs_to_act(tmp_path):
+    from app.policies.tuner import Policy
+
+    gated = THREE_KNOBS.replace('default = "x"\n', 'default = "x"\nwhen = { w = "f" }\n')
+    run = tuner_run(tmp_path, gated)
+    assert [k.when for k in knobs.read(tmp_path)] == [{}, {"w": ["f"]}, {}]
+    for n, (title, gain) in enumerate([("w=f", 0.9), ("b=o, w=f", 3.0)], 1):
+        task, _ = Policy().next(run)
+        assert task.title == title
+        run.store.start_round("r", n, title, task.proposal, "c0")
+        run.store.end_round("r", n, "accepted" if gain > 1 else "rejected", "measured", gain=gain)
+    knobs.set_default(tmp_path, "w", "f")
+    knobs.set_default(tmp_path, "b", "o")
+    assert Policy().next(run)[0].title == "c=z", "w=q would undo half of an accepted change: it waits"
+
+
+def test_knob_active_when_names_an_unknown_knob_or_value(tmp_path):
+    (tmp_path / knobs.FILE).write_text(TWO_KNOBS.replace('default = "x"\n', 'default = "x"\nwhen = { v = "f" }\n'))
+    with pytest.raises(knobs.KnobError, match="unknown knob 'v'"):
+        knobs.read(tmp_path)
+    (tmp_path / knobs.FILE).write_text(TWO_KNOBS.replace('default = "x"\n', 'default = "x"\nwhen = { w = "z" }\n'))
+    with pytest.raises(knobs.KnobError, match="not among its values"):
+        knobs.read(tmp_path)

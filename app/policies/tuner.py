@@ -1,14 +1,14 @@
 """The offline tuner: no LLM. It walks the candidate's declared knobs (coordinate descent with first
 improvement): from the incumbent's settings it proposes, in the file's order, each setting that differs in one
 knob and has not been measured yet. An accepted proposal becomes the incumbent, and the walk goes on from there.
-Some knobs only pay off together (a faster BLAS matters only once the weights are dense), so a one-knob change
-that measured faster than the incumbent but inside the noise band is promising: before any further one-knob
-change, it is tried together with each other knob's values, except changes that already lost. A one-knob change
-lost when it measured slower, or failed the Judge, from some earlier incumbent, and its way back lost when it
-measured faster; such changes wait until the fresh one-knob changes are measured. When every one-knob neighbour
-has been measured, the remaining two-knob settings follow. When those are measured too, the incumbent is a local
-optimum and the tuner stops. Everything it knows is read back from the store, so a resumed run carries on where
-it stopped."""
+A knob that acts only under other knobs' values (`when` in the knobs file) is proposed together with the first
+of them. Some knobs only pay off together, so a one-knob change that measured faster than the incumbent but
+inside the noise band is promising: before any further one-knob change, it is tried together with each other
+knob's values, except changes that already lost. A one-knob change lost when it measured slower, or failed the
+Judge, from some earlier incumbent; going back on any knob of a change that measured faster lost too. Such
+changes wait until the fresh one-knob changes are measured. When every one-knob neighbour has been measured, the
+remaining two-knob settings follow. When those are measured too, the incumbent is a local optimum and the tuner
+stops. Everything it knows is read back from the store, so a resumed run carries on where it stopped."""
 
 import itertools
 import json
@@ -61,7 +61,7 @@ def _neighbours(declared: list[knobs.Knob], current: dict, distance: int):
 
 def _candidates(declared: list[knobs.Knob], current: dict, rounds: list[dict]):
     """Promising changes paired with every other knob first, then one-knob and two-knob neighbours."""
-    singles = list(_neighbours(declared, current, 1))
+    singles = [_enabled(declared, current, c) for c in _neighbours(declared, current, 1)]
     lost = _lost(rounds)
     for promising in _promising(current, rounds):
         for other in singles:
@@ -72,15 +72,24 @@ def _candidates(declared: list[knobs.Knob], current: dict, rounds: list[dict]):
     yield from _neighbours(declared, current, 2)
 
 
+def _enabled(declared: list[knobs.Knob], current: dict, changes: dict) -> dict:
+    """A change to a knob that does not act under the current setting comes with what makes it act."""
+    [knob] = [k for k in declared if k.name in changes]
+    if knob.active(current):
+        return changes
+    return changes | {name: values[0] for name, values in knob.when.items() if current[name] not in values}
+
+
 def _lost(rounds: list[dict]) -> set[str]:
     """One-knob changes that measured slower, or failed the Judge, from some earlier incumbent, and the way
-    back from one that measured faster."""
+    back of each knob of a change that measured faster."""
     lost = set()
     for p in rounds:
         changes = p.get("changes", {})
-        if len(changes) == 1:
-            slower = (p["gain"] or 0) < 1
-            lost.add(_key(changes if slower else {name: p["from"][name] for name in changes}))
+        if (p["gain"] or 0) >= 1:
+            lost |= {_key({name: p["from"][name]}) for name in changes}
+        elif len(changes) == 1:
+            lost.add(_key(changes))
     return lost
 
 
