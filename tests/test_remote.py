@@ -213,12 +213,14 @@ def drop(ssh: Ssh) -> int:
 def test_dropped_connection_reattaches_and_collects_the_result(remote):
     masters: list[int] = []
 
-    def drop_twice(line: str) -> None:
-        if line in ("line 10", "line 25"):
+    def drop_thrice(line: str) -> None:
+        if line in ("line 10", "line 25", "line 39"):
             masters.append(drop(remote.ssh))
+        if line == "line 39":
+            time.sleep(1.5)
 
-    result = remote.run(numbered(40, 0.1), Path(remote.root), 120, on_line=drop_twice)
-    assert len(set(masters)) == 2
+    result = remote.run(numbered(40, 0.1), Path(remote.root), 120, on_line=drop_thrice)
+    assert len(set(masters)) == 3
     assert result.exit_code == 7 and not result.timed_out
     assert result.output.splitlines() == [f"line {i}" for i in range(40)]
 

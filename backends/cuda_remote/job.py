@@ -62,7 +62,8 @@ def finish(ssh: Ssh, job: Job, emit: Callable[[str], None]) -> int | None:
     if job.partial:
         emit(job.partial.decode(errors="replace"))
         job.partial = b""
-    out = ssh.text(f"cat {q(job.dir)}/exit 2>/dev/null; rm -rf {q(job.dir)}")
+    out = ssh.text(f"cat {q(job.dir)}/exit 2>/dev/null; true")
+    ssh.text(f"rm -rf {q(job.dir)}")
     return int(out) if out.strip().lstrip("-").isdigit() else None
 
 
@@ -81,7 +82,9 @@ def reap(ssh: Ssh, jobs: str, owner: str) -> int:
 
 
 def _tail(ssh: Ssh, job: Job, left: float, emit: Callable[[str], None]) -> tuple[int | None, str]:
-    script = f"tail -s 0.2 -c +{job.offset + 1} --pid={job.pid} -F {q(job.dir)}/log"
+    log, start = f"{q(job.dir)}/log", f"-c +{job.offset + 1}"
+    follow = f"tail -s 0.2 {start} --pid={job.pid} -F {log}"
+    script = f"if [ -e {q(job.dir)}/exit ]; then tail {start} {log}; else {follow}; fi"
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(ssh.argv(script), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
         reader = threading.Thread(target=_read, args=(proc, job, emit), daemon=True)
