@@ -105,6 +105,22 @@ def test_sync_sends_only_what_changed(remote, home):
     assert (dest / "pkg" / "b.py").read_text() == "b = 3\n"
 
 
+def test_models_are_sent_with_their_links_resolved_and_put_back(remote, tmp_path):
+    snapshot = tmp_path / "hub" / "snapshots" / "abc"
+    (tmp_path / "hub" / "blobs").mkdir(parents=True)
+    (tmp_path / "hub" / "blobs" / "f00").write_text('{"model_type": "llama"}')
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").symlink_to("../../blobs/f00")
+    there = remote.place(snapshot)
+    copy = there / "config.json"
+    assert there == remote.where(snapshot) and not copy.is_symlink()
+    assert copy.read_text() == '{"model_type": "llama"}'
+    copy.write_text("changed by a candidate")
+    (there / "extra.bin").write_text("x")
+    remote.place(snapshot)
+    assert copy.read_text() == '{"model_type": "llama"}' and not (there / "extra.bin").exists()
+
+
 def test_readonly_inputs_are_frozen_and_checked_on_the_remote(remote, home):
     inputs = home / "runs" / "r1" / "readonly"
     inputs.mkdir(parents=True)

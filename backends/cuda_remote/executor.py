@@ -33,7 +33,6 @@ class RemoteExecutor:
         self.ssh = Ssh(self.remote)
         self.python = self.remote.python
         self.frozen: dict[str, dict[str, str]] = {}
-        self.placed: set[Path] = set()
         self.reaped: set[str] = set()
         self.unconfinable: str | None = None
         self.sent: list[str] = []
@@ -61,9 +60,8 @@ class RemoteExecutor:
         dest = self.where(path)
         if readonly:
             self._freeze(Path(path), dest)
-        elif Path(path) not in self.placed:
-            self._rsync(Path(path), dest, checksum=False)
-            self.placed.add(Path(path))
+        else:
+            self._rsync(Path(path), dest, checksum=False, links=False)
         return dest
 
     def fetch(self, path: Path, dest: Path) -> Path:
@@ -178,15 +176,16 @@ class RemoteExecutor:
             raise ExecutorError(f"{self.ssh.host}: cannot hash the read-only inputs with {self.python}: {reason}")
         return out.stdout.decode()
 
-    def _rsync(self, path: Path, dest: Path, checksum: bool) -> list[str]:
+    def _rsync(self, path: Path, dest: Path, checksum: bool, links: bool = True) -> list[str]:
         self.ssh.text(f"mkdir -p {q(str(dest.parent))}")
         source = f"{path}/" if Path(path).is_dir() else str(path)
         target = f"{self.ssh.host}:{dest}/" if Path(path).is_dir() else f"{self.ssh.host}:{dest}"
-        return self._transfer([source, target], checksum)
+        return self._transfer([source, target], checksum, links)
 
-    def _transfer(self, paths: list[str], checksum: bool) -> list[str]:
+    def _transfer(self, paths: list[str], checksum: bool, links: bool = True) -> list[str]:
         argv = ["rsync", "-a", "--delete", "-i", "--exclude", ".git", "--exclude", "__pycache__"]
-        argv += (["-c"] if checksum else []) + ["-e", self.ssh.shell(), *paths]
+        argv += (["-c"] if checksum else []) + ([] if links else ["--copy-links"])
+        argv += ["-e", self.ssh.shell(), *paths]
         for _ in range(self.remote.retries + 1):
             out = subprocess.run(argv, capture_output=True, text=True)
             if out.returncode == 0:
