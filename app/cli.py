@@ -202,6 +202,8 @@ def cmd_remote_check(args) -> int:
     except ExecutorError as e:
         print(f"atelier: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        executor.close()
     for f in findings:
         print(f"{'ok' if f.ok else 'MISSING' if f.required else 'missing':<8} {f.what:<11} {f.detail}")
         if not f.ok:

@@ -48,11 +48,23 @@ def own_server(tmp_path):
 
 
 @pytest.fixture
-def remote(server, tmp_path, monkeypatch, home):
+def connect():
+    """Opens executors by name; their shared connections are closed afterwards."""
+    opened: list[RemoteExecutor] = []
+
+    def open(name: str) -> RemoteExecutor:
+        opened.append(RemoteExecutor(name))
+        return opened[-1]
+
+    yield open
+    for x in opened:
+        x.close()
+
+
+@pytest.fixture
+def remote(server, tmp_path, monkeypatch, home, connect):
     configure(server, tmp_path, monkeypatch)
-    x = RemoteExecutor("box")
-    yield x
-    x.close()
+    return connect("box")
 
 
 def test_config_errors_name_the_key(tmp_path, monkeypatch):
@@ -241,9 +253,9 @@ def test_dropped_connection_reattaches_and_collects_the_result(remote):
     assert result.output.splitlines() == [f"line {i}" for i in range(40)]
 
 
-def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home):
+def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home, connect):
     configure(own_server, tmp_path, monkeypatch, "dying")
-    x = RemoteExecutor("dying")
+    x = connect("dying")
 
     def kill_server(line: str) -> None:
         if line == "line 3":
@@ -260,7 +272,7 @@ def test_killed_sshd_is_a_clean_failure(own_server, tmp_path, monkeypatch, home)
     assert group_alive(left, within=0.1)
     own_server.start()
     seen: list[str] = []
-    again = RemoteExecutor("dying")
+    again = connect("dying")
     assert again.run(["true"], Path(again.root), 30, env={"ATELIER_RUN": "toy-1"}, on_line=seen.append).ok
     assert seen == ["atelier: stopped 1 command(s) an earlier process of toy-1 left running on atelier-test-"
                     f"{own_server.port}"]  # fmt: skip
@@ -289,11 +301,11 @@ def test_host_key_mismatch_refuses_with_what_to_check(server, tmp_path, monkeypa
         known.write_text(kept)
 
 
-def test_host_key_checking_turned_off_by_the_user_is_said(server, tmp_path, monkeypatch, home):
+def test_host_key_checking_turned_off_by_the_user_is_said(server, tmp_path, monkeypatch, home, connect):
     configure(server, tmp_path, monkeypatch)
     with (tmp_path / "ssh_config_box").open("a") as f:
         f.write("  StrictHostKeyChecking no\n")
-    assert RemoteExecutor("box").hardware()["host_key_check"] == "StrictHostKeyChecking no (from your ssh config)"
+    assert connect("box").hardware()["host_key_check"] == "StrictHostKeyChecking no (from your ssh config)"
     result = atelier("remote", "check", "box", home=home)
     assert re.search(r"missing +host key +StrictHostKeyChecking no", result.stdout)
 
