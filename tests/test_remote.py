@@ -16,7 +16,7 @@ import pytest
 from app.sandbox import SandboxError
 from app.target import check
 from backends.cuda_remote import config
-from backends.cuda_remote.executor import RemoteExecutor
+from backends.cuda_remote.executor import RemoteExecutor, described
 from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
 from backends.executor import ConfigError, Sandbox
 from conftest import ROOT, atelier, rows
@@ -99,6 +99,20 @@ def test_hardware_without_gpu_says_so(remote):
     facts = remote.hardware()
     assert facts["cores"] == str(os.cpu_count())
     assert facts["gpu"].startswith("none found")
+
+
+def test_gpu_facts_from_nvidia_smi():
+    text = (
+        "NVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15, 1980 MHz\nNVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15, 1980 MHz\n"
+        "--\nx86_64\n52\n Intel(R) Xeon(R) Platinum 8480+\n2113411072\n"
+    )
+    assert described("h100", text) == {
+        "host": "h100", "machine": "x86_64", "processor": "Intel(R) Xeon(R) Platinum 8480+", "cores": "52",
+        "memory_gib": "2015.5", "gpu": "NVIDIA H100 80GB HBM3", "gpus": "2", "gpu_memory": "81559 MiB",
+        "driver": "550.54.15", "sm_clock_max": "1980 MHz",
+    }  # fmt: skip
+    failing = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n--\nx86_64\n8\n"
+    assert described("box", failing)["gpu"] == "none found: nvidia-smi gave no GPU on box"
 
 
 def test_sync_sends_only_what_changed(remote, home):
@@ -320,6 +334,11 @@ def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home)
     assert any(re.match(r"missing +GPU", line) for line in lines)
     assert "fix: install the NVIDIA driver" in result.stdout
     assert lines[-1] == "box: usable"
+    file = tmp_path / "config.toml"
+    file.write_text(file.read_text().replace(f'python = "{sys.executable}"', 'python = "/nowhere/python3"'))
+    broken = atelier("remote", "check", "box", home=home)
+    assert broken.returncode == 2 and re.search(r"MISSING +python +not found \(/nowhere/python3\)", broken.stdout)
+    assert "fix: install Python 3 on" in broken.stdout and broken.stdout.splitlines()[-1] == "box: not usable"
     missing = atelier("remote", "check", "nope", home=home)
     assert missing.returncode == 2 and "no [executors.nope] table" in missing.stderr
 

@@ -128,18 +128,10 @@ class RemoteExecutor:
         return problems
 
     def hardware(self) -> dict[str, str]:
-        gpus, _, cpu = self.ssh.text(FACTS).partition("--\n")
-        machine, cores, processor, memory = (cpu.splitlines() + ["?"] * 4)[:4]
-        facts = {"host": self.ssh.host, "machine": machine, "processor": processor.strip(), "cores": cores}
-        facts["memory_gib"] = f"{int(memory) / 2**20:.1f}" if memory.isdigit() else "?"
+        facts = described(self.ssh.host, self.ssh.text(FACTS))
         if self.ssh.checking() != "yes":
             facts["host_key_check"] = f"StrictHostKeyChecking {self.ssh.checking()} (from your ssh config)"
-        rows = [[v.strip() for v in line.split(",")] for line in gpus.splitlines() if line.count(",") == 3]
-        if not rows:
-            return {**facts, "gpu": f"none found: nvidia-smi gave no GPU on {self.ssh.host}"}
-        name, memory_total, driver, clock = rows[0]
-        gpu = {"gpu": name, "gpus": str(len(rows)), "gpu_memory": memory_total, "driver": driver}
-        return {**facts, **gpu, "sm_clock_max": clock}
+        return facts
 
     def close(self) -> None:
         self.ssh.close()
@@ -195,6 +187,20 @@ class RemoteExecutor:
                 raise ExecutorError(f"rsync {' '.join(paths)} failed: {out.stderr.strip()[-300:]}")
             self.ssh.reconnect()
         raise HostDown(f"{self.ssh.host}: rsync kept failing: {out.stderr.strip()[-300:]}")
+
+
+def described(host: str, text: str) -> dict[str, str]:
+    """Hardware facts from FACTS' output: the GPUs nvidia-smi lists, else the CPU and a note that no GPU was found."""
+    gpus, _, cpu = text.partition("--\n")
+    machine, cores, processor, memory = (cpu.splitlines() + ["?"] * 4)[:4]
+    facts = {"host": host, "machine": machine, "processor": processor.strip(), "cores": cores}
+    facts["memory_gib"] = f"{int(memory) / 2**20:.1f}" if memory.isdigit() else "?"
+    rows = [[v.strip() for v in line.split(",")] for line in gpus.splitlines() if line.count(",") == 3]
+    if not rows:
+        return {**facts, "gpu": f"none found: nvidia-smi gave no GPU on {host}"}
+    name, memory_total, driver, clock = rows[0]
+    gpu = {"gpu": name, "gpus": str(len(rows)), "gpu_memory": memory_total, "driver": driver}
+    return {**facts, **gpu, "sm_clock_max": clock}
 
 
 def _resume(env: dict[str, str] | None) -> str:
