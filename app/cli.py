@@ -16,13 +16,14 @@ from app.readonly import TamperError
 from app.run import ActiveRun, Options, create, reopen
 from app.store import Store, StoreError
 from app.views import rounds_table, runs_table
+from backends.executor import ConfigError, ExecutorError
 
 BENCHES = ("json",)
 ERRORS = (
     target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError,
-    FileNotFoundError, config.ConfigError,
+    FileNotFoundError, ConfigError, ExecutorError,
 )  # fmt: skip
-BAD_INPUT = (target.TargetError, ModelError, config.ConfigError)
+BAD_INPUT = (target.TargetError, ModelError, ConfigError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("target")
     _command(sub, "targets", cmd_targets, "list the bundled targets")
     _command(sub, "skills", cmd_skills, "list the skills library and check every SKILL.md")
+    remote = _command(sub, "remote", None, "remote executors from the config's [executors.NAME] tables")
+    remote.set_defaults(handler=lambda args: remote.print_help() or 2)
+    check = _command(remote.add_subparsers(metavar="ACTION"), "check", cmd_remote_check, "what a remote host lacks")
+    check.add_argument("name")
     _command(sub, "tui", cmd_tui, "open the terminal UI (also: atelier with no command, on a terminal)")
     bench = _command(sub, "bench", None, "benchmarks that compare stacks side by side in one run")
     bench.set_defaults(handler=lambda args: bench.print_help() or 2)
@@ -133,6 +138,8 @@ def _drive(active: ActiveRun, policy, args) -> int:
     except ERRORS as e:
         active.update(status="failed")
         active.say(None, "error", str(e))
+        if isinstance(e, ExecutorError):
+            active.say(None, "stop", f"carry on with: atelier resume {active.id}")
         raise
     finally:
         active.progress.close()
@@ -188,6 +195,27 @@ def cmd_targets(args) -> int:
         status = t.description if t else f"INVALID ({len(problems)} problems: atelier validate {path})"
         print(f"{path.name:<24} {t.executor if t else '?':<12} {status}")
     return 0
+
+
+def cmd_remote_check(args) -> int:
+    from backends.cuda_remote.check import check
+    from backends.cuda_remote.executor import RemoteExecutor
+
+    executor = RemoteExecutor(args.name)
+    try:
+        findings = check(executor)
+    except ExecutorError as e:
+        print(f"atelier: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        executor.close()
+    for f in findings:
+        print(f"{'ok' if f.ok else 'MISSING' if f.required else 'missing':<8} {f.what:<11} {f.detail}")
+        if not f.ok:
+            print(f"{'':<8} {'':<11} fix: {f.fix}")
+    usable = all(f.ok for f in findings if f.required)
+    print(f"{args.name}: {'usable' if usable else 'not usable'}")
+    return 0 if usable else 2
 
 
 def cmd_tui(args) -> int:

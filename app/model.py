@@ -34,7 +34,8 @@ def prepare(model: Model, base: Path, executor: str, models_dir: Path) -> Path:
     where = locate(model, base)
     if isinstance(where, str):
         where = _download(where)
-    prepare_for = getattr(importlib.import_module(f"backends.{executor}"), "prepare_model", None)
+    kind = executor.partition(":")[0]
+    prepare_for = getattr(importlib.import_module(f"backends.{kind}"), "prepare_model", None)
     return prepare_for(where, models_dir) if prepare_for else where
 
 

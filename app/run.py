@@ -2,7 +2,6 @@ import json
 import os
 import secrets
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,27 +69,39 @@ class ActiveRun:
         self.progress.event(n, kind, message)
 
     def command(self, template: str, stack: Path, inputs: Path) -> list[str]:
+        there = self.executor.where
         values = {
-            "python": sys.executable,
-            "workspace": stack,
-            "readonly": self.dir / "readonly",
-            "inputs": inputs,
-            "model": self.model,
-            "draft": self.draft or "",
-            "cache": self.dir / "cache",
+            "python": self.executor.python,
+            "workspace": there(stack),
+            "readonly": there(self.dir / "readonly"),
+            "inputs": there(inputs),
+            "model": there(self.model),
+            "draft": there(self.draft) if self.draft else "",
+            "cache": there(self.dir / "cache"),
         }
         return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
 
     def execute(self, template: str, stack: Path, inputs: Path, timeout: float) -> CommandResult:
+        x = self.executor
+        remote = x.sync(stack)
+        x.sync(self.dir / "cache")
+        for folder in ("readonly", "hidden"):
+            x.place(self.dir / folder, readonly=True)
+        for model_path in (self.model, self.draft):
+            if model_path:
+                x.place(model_path)
         command = self.command(template, stack, inputs)
-        remote = self.executor.sync(stack)
         env = {"PYTHONDONTWRITEBYTECODE": "1", "ATELIER_RUN": self.id}
-        return self.executor.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output)
+        result = x.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output)
+        x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
+        return result
 
 
 def create(target: Target, options: Options, store: Store) -> ActiveRun:
     run_id = f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     run_dir = home() / "runs" / run_id
+    executor = backends.executor(target.executor)
+    hardware = executor.hardware()
     model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
     draft_path = model.prepare_draft(target.model, target.dir, target.executor, home() / "models")
     run_dir.mkdir(parents=True)
@@ -108,8 +119,6 @@ def create(target: Target, options: Options, store: Store) -> ActiveRun:
         options=options.to_json(), manifest=json.dumps(manifest),
     )  # fmt: skip
     store.add_run(record)
-    executor = backends.executor(target.executor)
-    hardware = executor.hardware()
     (run_dir / "hardware.json").write_text(json.dumps(hardware, indent=2))
     store.event(run_id, None, "hardware", ", ".join(f"{k}: {v}" for k, v in hardware.items()))
     return ActiveRun(store, record, target, workspace, executor, model_path, options, draft=draft_path)

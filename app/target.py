@@ -166,8 +166,11 @@ def _build(dir: Path, raw: dict) -> Target:
 
 def _bad_values(file: Path, t: Target) -> list[str]:
     problems = []
-    if t.executor not in EXECUTORS:
+    kind, colon, name = str(t.executor).partition(":")
+    if kind not in EXECUTORS:
         problems.append(f"{file}: executor '{t.executor}' is not one of {', '.join(EXECUTORS)}")
+    elif colon and (kind != "cuda_remote" or not name):
+        problems.append(f"{file}: executor '{t.executor}': only cuda_remote takes a name, as 'cuda_remote:NAME'")
     sources = [k for k in MODEL_SOURCES if getattr(t.model, k)]
     if len(sources) != 1:
         problems.append(f"{file}: [model] needs exactly one of path, hub, package (has {sources or 'none'})")

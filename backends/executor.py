@@ -4,6 +4,14 @@ from pathlib import Path
 from typing import Protocol
 
 
+class ExecutorError(Exception):
+    """The place commands run is unusable (host down, refused, misconfigured); the run can resume later."""
+
+
+class ConfigError(ExecutorError):
+    pass
+
+
 @dataclass
 class CommandResult:
     command: list[str]
@@ -11,10 +19,11 @@ class CommandResult:
     output: str
     seconds: float
     timed_out: bool = False
+    failure: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.failure
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
@@ -31,9 +40,18 @@ class Sandbox:
 
 class Executor(Protocol):
     kind: str
+    python: str
 
     def sync(self, workspace: Path) -> Path:
         """Make the workspace available where commands run; returns its path there."""
+        ...
+
+    def place(self, path: Path, readonly: bool = False) -> Path:
+        """Make an input available where commands run (read-only and hash-checked when asked); its path there."""
+        ...
+
+    def where(self, path: Path) -> Path:
+        """Where a local path synced or placed earlier is, where commands run."""
         ...
 
     def run(

@@ -9,13 +9,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.executor import ConfigError
+
 ROLES = ("orchestrator", "implementer", "judge", "evaluator")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
-
-
-class ConfigError(Exception):
-    pass
 
 
 @dataclass

@@ -27,9 +27,16 @@ class LocalExecutor:
     """Runs commands on this machine, where MLX runs."""
 
     kind = "mlx"
+    python = sys.executable
 
     def sync(self, workspace: Path) -> Path:
         return workspace
+
+    def place(self, path: Path, readonly: bool = False) -> Path:
+        return path
+
+    def where(self, path: Path) -> Path:
+        return path
 
     def fetch(self, path: Path, dest: Path) -> Path:
         if path.resolve() != dest.resolve():
