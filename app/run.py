@@ -13,7 +13,7 @@ from app.store import Run, Store, StoreError, home
 from app.target import Target
 from app.target import load as load_target
 from app.workspace import Workspace
-from backends.executor import CommandResult, Executor
+from backends.executor import CommandResult, Executor, Sandbox
 
 MEMORY = "# Memory\n\nWhat this run has learned, kept across rounds.\n"
 
@@ -26,6 +26,7 @@ class Options:
     plateau: int = 6
     attempts: int = 1
     baseline_repeats: int = 0  # 0: twice the target's repeats, at least 4
+    llm: str = ""  # local[:MODEL]: the agents' LLM served here for the run
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -92,9 +93,18 @@ class ActiveRun:
                 x.place(model_path)
         command = self.command(template, stack, inputs)
         env = {"PYTHONDONTWRITEBYTECODE": "1", "ATELIER_RUN": self.id}
-        result = x.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output)
+        result = x.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output,
+                       sandbox=self.confinement(remote))  # fmt: skip
         x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
         return result
+
+    def confinement(self, stack: Path) -> Sandbox | None:
+        """Stacks an agent wrote run confined: only the stack and the cache writable, no network. The tuner's
+        candidates are the bundle's own code with other knob values, so they run as the bundle does."""
+        if self.options.policy == "tuner":
+            return None
+        shown = tuple(self.executor.where(p) for p in (self.dir, self.model, self.draft) if p)
+        return Sandbox(stack, writable=(self.executor.where(self.dir / "cache"),), readable=shown)
 
 
 def create(target: Target, options: Options, store: Store) -> ActiveRun:

@@ -1,6 +1,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,10 @@ class SandboxError(Exception):
 
 def available() -> str | None:
     """None when bubblewrap can confine a command here, else why not and how to fix it."""
+    if sys.platform == "darwin":
+        return (
+            "no sandbox for macOS yet (bubblewrap is Linux-only): agent-written stacks run on Linux, or use the tuner"
+        )
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return f"bubblewrap is not installed: {INSTALL}"
@@ -29,7 +34,10 @@ def available() -> str | None:
     return None
 
 
-def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), network: bool = False) -> list[str]:
+def wrap(
+    command: list[str], workspace: Path, writable: Sequence[Path] = (), network: bool = False,
+    readable: Sequence[Path] = (),
+) -> list[str]:  # fmt: skip
     """The argv running command read-only everywhere except workspace and writable (not their .git), private /tmp."""
     if not command:
         raise SandboxError("no command to sandbox")
@@ -37,16 +45,27 @@ def wrap(command: list[str], workspace: Path, writable: Sequence[Path] = (), net
     if reason:
         raise SandboxError(reason)
     binds = [_existing_dir(workspace, "workspace")] + [_existing_dir(p, "writable path") for p in writable]
+    frozen = [str(path / ".git") for path in binds if (path / ".git").exists()]
+    shown = [str(Path(p).resolve()) for p in readable]
+    return bwrap(str(binds[0]), [str(p) for p in binds[1:]], shown, network, frozen) + list(command)
+
+
+def bwrap(
+    workspace: str, writable: Sequence[str] = (), readable: Sequence[str] = (), network: bool = False,
+    frozen: Sequence[str] = (),
+) -> list[str]:  # fmt: skip
+    """bubblewrap's arguments up to the command: all read-only, a private /tmp and /run (readable paths under them
+    shown again), workspace and writable paths writable but their frozen parts, no network unless asked for."""
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     if not network:
         argv += ["--unshare-net", "--tmpfs", "/run"]
-    for path in binds:
-        argv += ["--bind", str(path), str(path)]
-    for path in binds:
-        if (path / ".git").exists():
-            argv += ["--ro-bind", str(path / ".git"), str(path / ".git")]
-    argv += ["--unshare-pid", "--die-with-parent", "--chdir", str(binds[0]), "--"]
-    return argv + list(command)
+    for path in readable:
+        argv += ["--ro-bind", path, path]
+    for path in [workspace, *writable]:
+        argv += ["--bind", path, path]
+    for path in frozen:
+        argv += ["--ro-bind", path, path]
+    return argv + ["--unshare-pid", "--die-with-parent", "--chdir", workspace, "--"]
 
 
 def environment() -> dict[str, str]:

@@ -36,6 +36,7 @@ class Sandbox:
     workspace: Path
     writable: tuple[Path, ...] = ()
     network: bool = False
+    readable: tuple[Path, ...] = ()
 
 
 class Executor(Protocol):

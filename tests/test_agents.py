@@ -3,6 +3,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -179,15 +180,38 @@ def test_an_implementer_that_edits_the_checker_is_failed_before_any_llm_review(b
         submit_change("faster decoding", ["decode.py"]),
     )
     llm.add("judge", PASS)
-    team = Team()
-    team.implementer.bind(baselined, 1)
-    outcome = play(baselined, 1, Task("faster"), team.implementer, team.reviewer, team.advisor)
+    outcome = play_llm_round(baselined)
     assert outcome.status == "failed"
-    assert "read-only input readonly/check.py: modified (after the checker)" in outcome.reason
+    assert "Read-only file system" in outcome.reason, outcome.reason
     assert readonly.verify(baselined.dir, baselined.manifest) == []
     assert llm.to("implementer")[1].tool_results()[-1].startswith("exit code 1\n")  # the sandbox kept it out
     assert llm.to("judge") == [] and llm.left() == {"judge": 1}
     assert [v["passed"] for v in baselined.store.verdicts(baselined.id, 1)] == [0]
+
+
+def play_llm_round(run, policy: str = "ralph"):
+    """One round of the inner loop with the LLM team, in a run of an LLM policy (so candidates run confined)."""
+    run.options.policy = policy
+    team = Team()
+    team.implementer.bind(run, 1)
+    return play(run, 1, Task("faster"), team.implementer, team.reviewer, team.advisor)
+
+
+def test_a_candidate_that_opens_a_network_connection_is_failed(baselined, llm):
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    phone_home = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).sendall(b'outputs')\n"
+    here = "HERE = Path(__file__).parent\n"
+    llm.add("implementer", call("edit", path="decode.py", old=here, new=here + phone_home), submit_change("x", []))
+    llm.add("judge", PASS)
+    outcome = play_llm_round(baselined)
+    assert outcome.status == "failed"
+    assert "ConnectionRefusedError" in outcome.reason, outcome.reason
+    with pytest.raises(TimeoutError):
+        listener.accept()
+    listener.close()
+    assert llm.to("judge") == []
 
 
 def test_an_implementer_that_hard_codes_outputs_is_caught_by_hidden_inputs(baselined, llm):

@@ -9,6 +9,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +61,32 @@ TOOL_TEMPLATE = """\
 """
 
 
+CALL_TIMEOUT_S = 1800
+
+
 class LocalServerError(Exception):
     pass
+
+
+@contextmanager
+def serving(spec: str) -> Iterator["LocalServer"]:
+    """`--llm local[:MODEL]`: a LocalServer for the whole run, and ATELIER_CONFIG pointing every role at it."""
+    folder = home() / "llm" / time.strftime("%Y%m%d-%H%M%S")
+    with LocalServer(prepare(parse(spec)), dir=folder) as server:
+        config = folder / "config.toml"
+        config.write_text(
+            f'[llm]\nbase_url = "{server.base_url}"\nmodel = {json.dumps(server.name)}\n'
+            f"[budget]\ncall_timeout_s = {CALL_TIMEOUT_S}\n"
+        )
+        before = os.environ.get("ATELIER_CONFIG")
+        os.environ["ATELIER_CONFIG"] = str(config)
+        try:
+            yield server
+        finally:
+            if before is None:
+                os.environ.pop("ATELIER_CONFIG", None)
+            else:
+                os.environ["ATELIER_CONFIG"] = before
 
 
 def parse(spec: str) -> Model:

@@ -75,7 +75,9 @@ class Toolbox:
 
     def tool_run(self, command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         try:
-            result = self.run.executor.run(["bash", "-c", command], self.root, timeout_s, sandbox=Sandbox(self.root))
+            shown = tuple(p for p in (self.run.dir, self.run.model, self.run.draft) if p)
+            sandbox = Sandbox(self.root, readable=shown)
+            result = self.run.executor.run(["bash", "-c", command], self.root, timeout_s, sandbox=sandbox)
         except SandboxError as e:
             raise ToolError(f"commands cannot run: {e}") from e
         status = f"timed out after {timeout_s:g} s" if result.timed_out else f"exit code {result.exit_code}"

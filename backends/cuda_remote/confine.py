@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from app.sandbox import KEEP, KEEP_PREFIXES, SandboxError
+from app.sandbox import KEEP, KEEP_PREFIXES, SandboxError, bwrap
 from backends.cuda_remote.ssh import Ssh
 
 PROBE = "bwrap --ro-bind / / --dev /dev --proc /proc --unshare-net -- true"
@@ -28,17 +28,18 @@ def usable(ssh: Ssh) -> str | None:
 
 
 def wrap(
-    python: str, command: list[str], workspace: str, writable: list[str], network: bool, passed: list[str]
+    python: str,
+    command: list[str],
+    workspace: str,
+    writable: list[str],
+    network: bool,
+    passed: list[str],
+    readable: list[str],
 ) -> list[str]:
     """The remote argv running command read-only everywhere but workspace and writable, private /tmp."""
     if not command:
         raise SandboxError("no command to sandbox")
-    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    if not network:
-        argv += ["--unshare-net", "--tmpfs", "/run"]
-    for path in [workspace, *writable]:
-        argv += ["--bind", path, path]
-    argv += ["--unshare-pid", "--die-with-parent", "--chdir", workspace, "--", *command]
+    argv = bwrap(workspace, writable, readable, network) + command
     names = [",".join(sorted(KEEP)), ",".join(passed) or "-", ",".join(KEEP_PREFIXES)]
     return [python, "-c", LAUNCH, *names, *argv]
 

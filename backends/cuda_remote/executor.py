@@ -144,7 +144,8 @@ class RemoteExecutor:
         if self.unconfinable:
             raise SandboxError(self.unconfinable)
         writable = [str(self.where(p)) for p in sandbox.writable]
-        return confine.wrap(self.python, command, str(workspace), writable, sandbox.network, sorted(env))
+        readable = [str(self.where(p)) for p in sandbox.readable]
+        return confine.wrap(self.python, command, str(workspace), writable, sandbox.network, sorted(env), readable)
 
     def _reap(self, jobs: str, owner: str, emit: Callable[[str], None]) -> None:
         left = job.reap(self.ssh, jobs, owner)

@@ -11,7 +11,8 @@ HERE = Path(__file__).parent
 def run(command: list[str]) -> list[list[int]]:
     out = subprocess.run(command, capture_output=True, text=True, timeout=100)
     if out.returncode != 0:
-        print(f"CHECK FAIL {command[1]} exited {out.returncode}: {out.stderr.strip()[-300:]}")
+        last = (out.stderr.strip().splitlines() or ["no error output"])[-1][-300:]
+        print(f"CHECK FAIL {Path(command[1]).name} exited {out.returncode}: {last}")
         sys.exit(1)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("[")]
 
