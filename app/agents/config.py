@@ -12,6 +12,7 @@ from pathlib import Path
 from backends.executor import ConfigError
 
 ROLES = ("orchestrator", "implementer", "judge", "evaluator")
+HARNESSES = ("", "codex", "claude")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
 
@@ -22,6 +23,7 @@ class Endpoint:
     model: str
     api_key_env: str = ""
     max_retries: int = 2
+    harness: str = ""  # the implementer only: "codex" or "claude" runs that coding agent CLI instead
 
     @property
     def api_key(self) -> str:
@@ -119,6 +121,8 @@ def _endpoint(table: dict, where: str, defaults: dict) -> Endpoint:
     env = table.get("api_key_env", "")
     if isinstance(env, str) and env and not ENV_NAME.match(env):
         raise ConfigError(f"{where}.api_key_env must name an environment variable (like OPENAI_API_KEY), not a key")
+    if table.get("harness", "") not in HARNESSES:
+        raise ConfigError(f"{where}.harness must be one of {', '.join(h for h in HARNESSES if h)}, or absent")
     return _typed(Endpoint, defaults | table, where)
 
 

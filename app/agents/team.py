@@ -1,6 +1,7 @@
 """The LLM roles an LLM policy brings to the inner loop, and the run's budgets they spend."""
 
 from app.agents import budget, config
+from app.agents.external import ExternalImplementer
 from app.agents.roles import LLMEvaluator, LLMImplementer, LLMJudge
 from app.run import ActiveRun
 
@@ -8,7 +9,10 @@ from app.run import ActiveRun
 class Team:
     def __init__(self):
         self.config = config.require()
-        self.implementer = LLMImplementer(self.config)
+        harness = self.config.endpoint("implementer").harness
+        self.implementer: LLMImplementer | ExternalImplementer = (
+            ExternalImplementer(harness, self.config.secrets()) if harness else LLMImplementer(self.config)
+        )
         self.reviewer = LLMJudge(self.config)
         self.advisor = LLMEvaluator(self.config)
 
