@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
 from test_tui_snapshots import fixture_store
 
 from app import control
@@ -89,7 +90,7 @@ def test_browse_a_real_run(finished, monkeypatch):
         assert screen.detail.memory.startswith("# Memory")
         screen.query_one("#tabs").active = "tab-events"
         await until(pilot, lambda: len(screen.query_one("#events").lines) > 3, what="the event log")
-        assert "makes no LLM calls" in str(screen.query_one("#transcripts").content)
+        assert "made no LLM calls" in str(screen.query_one("#transcripts").content)
         await pilot.press("question_mark")
         assert isinstance(app.screen, Help)
         await pilot.press("escape", "escape")
@@ -269,3 +270,32 @@ def test_tui_command_and_headless_no_args(tmp_path):
     assert parser().parse_args(["tui"]).handler is cmd_tui
     result = atelier(home=tmp_path)
     assert result.returncode == 0 and "usage: atelier" in result.stdout
+
+
+def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
+    from test_agents import PASS, evaluator_reading, faster_implementer
+
+    from scripted_llm import call
+
+    issue = {"title": "compile the forward", "detail": "mx.compile the step"}
+    llm.add("orchestrator", call("submit", issue_id=1, new_issues=[issue], memory_edits=[]))
+    llm.add("implementer", *faster_implementer())
+    llm.add("judge", PASS)
+    llm.add("evaluator", evaluator_reading())
+    atelier("run", str(toy), "--max-rounds", "1", home=home, check=True)
+    [run] = Store(home / "atelier.db").runs()
+
+    async def script(pilot):
+        pilot.app.push_screen(RunScreen(run.id))
+        await pilot.pause()
+        screen = pilot.app.screen
+        backlog, said = screen.query_one("#backlog"), screen.query_one("#transcripts")
+        await until(pilot, lambda: backlog.row_count == 2, what="the backlog")
+        assert [cell(backlog, 0, i) for i in (0, 1)] == ["#1", "done"]
+        assert [cell(backlog, 1, i) for i in (1, 2, 3)] == ["open", "compile the forward", "orchestrator"]
+        await until(pilot, lambda: "━━ implementer ━━" in str(said.content), what="round 1's transcripts")
+        text = str(said.content)
+        assert text.index("━━ orchestrator") < text.index("━━ implementer") < text.index("━━ judge")
+        assert "→ edit(" in text and "→ submit(" in text
+
+    drive(AtelierApp(home / "atelier.db"), script)

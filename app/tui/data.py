@@ -13,7 +13,7 @@ import git
 
 from app import control
 from app.run import alive
-from app.store import Round, Run, Store, StoreError, gain, home
+from app.store import Issue, Round, Run, Store, StoreError, gain, home
 from app.target import ROOT
 
 LIVE = ("starting", "running", "paused")
@@ -40,6 +40,7 @@ class RunDetail:
     notes: list[str]
     wanted: str
     events: list[sqlite3.Row] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
 
 
 class Reader:
@@ -98,6 +99,7 @@ def _detail(store: Store, run_id: str, after: int) -> RunDetail:
         notes=control.notes(store, run.id),
         wanted=control.wanted(store, run.id),
         events=store.events(run.id, after),
+        issues=store.issues(run.id),
     )
 
 

@@ -1,9 +1,10 @@
-"""The run screen: rounds and trend, the selected round's diff, memory and notes, usage, transcripts, live events;
-pause, resume, stop, steer, revert and export."""
+"""The run screen: rounds and trend, the selected round's diff, memory and notes, backlog, usage, the selected
+round's transcripts, live events; pause, resume, stop, steer, revert and export."""
 
 from pathlib import Path
 
 from rich.syntax import Syntax
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Markdown, RichLog, Static
 from app import control
 from app.export import ExportError, export
 from app.store import Round, Store, StoreError
-from app.tui import data
+from app.tui import data, transcripts
 from app.tui.data import RunDetail
 from app.tui.dialogs import Ask, Confirm
 from app.tui.runs import ratio, resume
@@ -22,7 +23,7 @@ from app.tui.trend import Series, TrendChart
 
 ROUND_COLUMNS = ("round", "task", "verdict", "reason", "metric", "× baseline", "× prev best", "commit")
 USAGE_COLUMNS = ("role", "calls", "active", "share", "tokens in", "tokens out", "cost")
-TRANSCRIPTS = "No agent transcripts: this run's policy ({policy}) makes no LLM calls."
+ISSUE_COLUMNS = ("issue", "status", "title", "source", "round", "last outcome")
 
 
 def num(value: float | None) -> str:
@@ -68,6 +69,7 @@ class RunScreen(AtelierScreen):
         self.diff_for: tuple | None = None
         self.diff_text = ""
         self.shown_usage: list[tuple] | None = None
+        self.shown_backlog: list[tuple] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,10 +84,13 @@ class RunScreen(AtelierScreen):
                     yield Static("", id="diff")
             with TabPane("Memory", id="tab-memory"), VerticalScroll():
                 yield Markdown("", id="memory")
+            with TabPane("Backlog", id="tab-backlog"):
+                yield DataTable(id="backlog", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="backlog-note")
             with TabPane("Usage", id="tab-usage"):
                 yield DataTable(id="usage", cursor_type="row")
                 yield Static("", id="usage-note")
-            with TabPane("Transcripts", id="tab-transcripts"):
+            with TabPane("Transcripts", id="tab-transcripts"), VerticalScroll():
                 yield Static("", id="transcripts")
             with TabPane("Events", id="tab-events"):
                 yield RichLog(id="events", wrap=True, markup=False, max_lines=5000)
@@ -94,6 +99,7 @@ class RunScreen(AtelierScreen):
     def on_mount(self) -> None:
         self.query_one("#rounds", DataTable).add_columns(*ROUND_COLUMNS)
         self.query_one("#usage", DataTable).add_columns(*USAGE_COLUMNS)
+        self.query_one("#backlog", DataTable).add_columns(*ISSUE_COLUMNS)
         self.query_one("#rounds", DataTable).focus()
         self.load()
         self.set_interval(self.atelier.poll, self.load)
@@ -113,7 +119,7 @@ class RunScreen(AtelierScreen):
         self.show_rounds(d)
         self.show_memory(d)
         self.show_usage(d)
-        self.query_one("#transcripts", Static).update(TRANSCRIPTS.format(policy=d.row.run.policy))
+        self.show_backlog(d)
         log = self.query_one("#events", RichLog)
         for e in d.events:
             where = f"round {e['round']:>3}" if e["round"] is not None else "run      "
@@ -161,6 +167,19 @@ class RunScreen(AtelierScreen):
         note = "" if rows else "No usage recorded: the offline tuner makes no LLM calls."
         self.query_one("#usage-note", Static).update(note)
 
+    def show_backlog(self, d: RunDetail) -> None:
+        rows = [
+            (f"#{i.id}", i.status, i.title, i.source, str(i.round or "-"), (i.history.splitlines() or [""])[-1][:60])
+            for i in d.issues
+        ]
+        if rows != self.shown_backlog:
+            self.shown_backlog = rows
+            table = self.query_one("#backlog", DataTable)
+            table.clear()
+            table.add_rows(rows)
+        note = "" if rows else f"No backlog: the {d.row.run.policy} policy keeps none (the issues policy does)."
+        self.query_one("#backlog-note", Static).update(note)
+
     def selected(self) -> Round | None:
         table = self.query_one("#rounds", DataTable)
         if self.detail is None or not table.row_count:
@@ -188,8 +207,14 @@ class RunScreen(AtelierScreen):
     @work(thread=True, exclusive=True, group="diff")
     def load_diff(self, r: Round) -> None:
         assert self.detail is not None
-        text = data.diff(self.detail.row.run, r)
+        run = self.detail.row.run
+        text = data.diff(run, r)
+        said = (
+            transcripts.text(run.path, r.n)
+            or f"No transcripts for round {r.n}: the {run.policy} policy makes no LLM calls."
+        )
         self.app.call_from_thread(self.show_diff_text, r, text)
+        self.app.call_from_thread(self.query_one("#transcripts", Static).update, Text(said))
 
     def show_diff_text(self, r: Round, text: str) -> None:
         self.diff_text = text
