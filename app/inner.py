@@ -16,12 +16,13 @@ from app.run import ActiveRun
 
 def play(
     run: ActiveRun, n: int, task: Task, implementer: Implementer, reviewer: Reviewer | None = None,
-    advisor: Advisor | None = None,
+    advisor: Advisor | None = None, against: str | None = None,
 ) -> Outcome:  # fmt: skip
+    """`against`: the commit the candidate is benchmarked against side by side, the best stack unless given."""
     attempts: list[Attempt] = []
     for attempt in range(1, run.options.attempts + 1):
         run.progress.role(n, "implementer", f"attempt {attempt}: {task.title}")
-        outcome = _attempt(run, n, task, implementer, attempts, reviewer, advisor)
+        outcome = _attempt(run, n, task, implementer, attempts, reviewer, advisor, against)
         if outcome is not None:
             return outcome
     return Outcome("failed", attempts[-1].error if attempts else "no attempt made")
@@ -29,7 +30,7 @@ def play(
 
 def _attempt(
     run: ActiveRun, n: int, task: Task, implementer: Implementer, attempts: list[Attempt], reviewer: Reviewer | None,
-    advisor: Advisor | None,
+    advisor: Advisor | None, against: str | None,
 ):  # fmt: skip
     try:
         with timed(run, n, "implementer"):
@@ -58,7 +59,7 @@ def _attempt(
     control.checkpoint(run, n)
     try:
         with timed(run, n, "evaluator"):
-            measurement = evaluate(run, n, run.workspace.path, incumbent(run))
+            measurement = evaluate(run, n, run.workspace.path, incumbent(run, against))
     except BenchmarkError as e:
         attempts.append(Attempt(change, verdict, f"evaluator: {e}"))
         run.say(n, "evaluate", f"failed: {e}")
@@ -104,13 +105,14 @@ def timed(run: ActiveRun, n: int, role: str) -> Iterator[None]:
         run.store.add_usage(run.id, n, role, active_s=time.monotonic() - start)
 
 
-def incumbent(run: ActiveRun) -> Path:
-    """The last accepted stack as a plain folder beside the workspace, for side-by-side benchmarks."""
-    assert run.record.best_commit is not None
-    dest = run.dir / "incumbent" / run.record.best_commit[:12]
+def incumbent(run: ActiveRun, commit: str | None = None) -> Path:
+    """A stack (the best one unless given) as a plain folder beside the workspace, for side-by-side benchmarks."""
+    commit = commit or run.record.best_commit
+    assert commit is not None
+    dest = run.dir / "incumbent" / commit[:12]
     if not dest.exists():
         partial = dest.with_name(dest.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        run.workspace.export(run.record.best_commit, partial)
+        run.workspace.export(commit, partial)
         partial.rename(dest)
     return dest

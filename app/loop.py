@@ -4,7 +4,7 @@ import json
 import time
 
 from app import control, readonly
-from app.evaluator import BenchmarkError, baseline
+from app.evaluator import MIN_NOISE, BenchmarkError, baseline
 from app.inner import play
 from app.judge import judge
 from app.policies import Outcome, Policy
@@ -40,7 +40,7 @@ def synthesize(run: ActiveRun, policy: Policy) -> str:
         run.workspace.reset(start)
         run.store.start_round(run.id, n, task.title, task.proposal, start)
         run.say(n, "round", f"task: {task.title}")
-        outcome = play(run, n, task, policy.implementer, policy.reviewer, policy.advisor)
+        outcome = play(run, n, task, policy.implementer, policy.reviewer, policy.advisor, against=start)
         finish(run, n, task, start, outcome)
         policy.record(run, n, task, outcome)
     run.update(status="done")
@@ -76,15 +76,28 @@ def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> 
         values = {"metric": m.candidate_median, "ratio": ratio, "gain": m.gain}
     if outcome.status == "accepted":
         assert m is not None
-        accepted = run.workspace.commit(f"round {n}: {task.title}\n\n{outcome.reason}")
+        committed = run.workspace.commit(f"round {n}: {task.title}\n\n{outcome.reason}")
+        accepted = run.workspace.keep("accepted", n, committed)
+        best = start == run.record.best_commit or beats_best(run, m.candidate_median)
+        if not best:
+            outcome.reason += f"; not beyond the best {run.record.best:.4g}, which stays"
         with run.store.transaction():
             run.store.end_round(run.id, n, "accepted", outcome.reason, commit_sha=accepted, **values)
-            run.store.update_run(run.id, best=m.candidate_median, best_commit=accepted)
+            if best:
+                run.store.update_run(run.id, best=m.candidate_median, best_commit=accepted)
         run.refresh()
     else:
         kept = run.workspace.reject(n, f"round {n} ({outcome.status}): {task.title}\n\n{outcome.reason}", start)
         run.store.end_round(run.id, n, outcome.status, outcome.reason, commit_sha=kept, **values)
+    if run.record.best_commit and run.workspace.head != run.record.best_commit:
+        run.workspace.reset(run.record.best_commit)
     run.say(n, outcome.status, outcome.reason)
+
+
+def beats_best(run: ActiveRun, value: float) -> bool:
+    """A candidate measured against a stack other than the best moves the best only beyond the noise band."""
+    assert run.record.best is not None
+    return run.target.benchmark.gain(value, run.record.best) > 1 + (run.record.noise or MIN_NOISE)
 
 
 def limit_reached(run: ActiveRun) -> str | None:

@@ -50,10 +50,19 @@ class Workspace:
             tree = self.repo.index.write_tree()
             parent = self.repo.commit(back_to)
             commit = git.Commit.create_from_tree(self.repo, tree, message, [parent], False, AUTHOR, AUTHOR)
-            git.Reference.create(self.repo, f"refs/atelier/rejected/{round_n}", commit, force=True)
-            sha = commit.hexsha
+            sha = self.keep("rejected", round_n, commit.hexsha)
         self.reset(back_to)
         return sha
+
+    def keep(self, kind: str, round_n: int, commit: str) -> str:
+        """A round's commit under refs/atelier/<kind>/<round>, reachable whatever the branch does."""
+        git.Reference.create(self.repo, f"refs/atelier/{kind}/{round_n}", commit, force=True)
+        return commit
+
+    @property
+    def root(self) -> str:
+        """The seed commit."""
+        return self.repo.git.rev_list("--max-parents=0", self.branch).split()[0]
 
     def reset(self, commit: str) -> None:
         """Branch and files back at `commit`, nothing untracked left over."""
