@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_agents import FAST_PATH, KEY_ENV, PASS, SLOW_PATH, configure, evaluator_reading
 
 from app.agents.external import change, last_object
 from app.roles import RoleError
 from conftest import atelier, rows
 from scripted_llm import ScriptedLLM
+from test_agents import FAST_PATH, KEY_ENV, PASS, SLOW_PATH, configure, evaluator_reading
 
 SUBMIT = {"summary": "keep the cache for multi-token decodes", "files_changed": ["decode.py"], "claims": ["same"]}
 FINAL = "Done: decode.py keeps keys and values.\n```json\n" + json.dumps(SUBMIT) + "\n```\n"

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
 from test_tui_snapshots import fixture_store
 
 from app import control
@@ -20,6 +19,7 @@ from app.tui.launch import LaunchScreen
 from app.tui.run import RunScreen
 from app.tui.runs import RunsScreen
 from conftest import TOY, atelier
+from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
 
 SIZE = (140, 40)
 
@@ -273,9 +273,8 @@ def test_tui_command_and_headless_no_args(tmp_path):
 
 
 def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
-    from test_agents import PASS, evaluator_reading, faster_implementer
-
     from scripted_llm import call
+    from test_agents import PASS, evaluator_reading, faster_implementer
 
     issue = {"title": "compile the forward", "detail": "mx.compile the step"}
     llm.add("orchestrator", call("submit", issue_id=1, new_issues=[issue], memory_edits=[]))
