@@ -90,7 +90,7 @@ def test_browse_a_real_run(finished, monkeypatch):
         assert screen.detail.memory.startswith("# Memory")
         screen.query_one("#tabs").active = "tab-events"
         await until(pilot, lambda: len(screen.query_one("#events").lines) > 3, what="the event log")
-        assert "made no LLM calls" in str(screen.query_one("#transcripts").content)
+        assert "makes no LLM calls" in str(screen.query_one("#transcripts").content)
         await pilot.press("question_mark")
         assert isinstance(app.screen, Help)
         await pilot.press("escape", "escape")
