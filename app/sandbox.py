@@ -36,7 +36,7 @@ def available() -> str | None:
 
 def wrap(
     command: list[str], workspace: Path, writable: Sequence[Path] = (), network: bool = False,
-    readable: Sequence[Path] = (),
+    readable: Sequence[Path] = (), hidden: Sequence[Path] = (),
 ) -> list[str]:  # fmt: skip
     """The argv running command read-only everywhere except workspace and writable (not their .git), private /tmp."""
     if not command:
@@ -47,18 +47,22 @@ def wrap(
     binds = [_existing_dir(workspace, "workspace")] + [_existing_dir(p, "writable path") for p in writable]
     frozen = [str(path / ".git") for path in binds if (path / ".git").exists()]
     shown = [str(Path(p).resolve()) for p in readable]
-    return bwrap(str(binds[0]), [str(p) for p in binds[1:]], shown, network, frozen) + list(command)
+    covered = [str(Path(p).resolve()) for p in hidden]
+    return bwrap(str(binds[0]), [str(p) for p in binds[1:]], shown, network, frozen, covered) + list(command)
 
 
 def bwrap(
     workspace: str, writable: Sequence[str] = (), readable: Sequence[str] = (), network: bool = False,
-    frozen: Sequence[str] = (),
+    frozen: Sequence[str] = (), hidden: Sequence[str] = (),
 ) -> list[str]:  # fmt: skip
-    """bubblewrap's arguments up to the command: all read-only, a private /tmp and /run (readable paths under them
-    shown again), workspace and writable paths writable but their frozen parts, no network unless asked for."""
+    """bubblewrap's arguments up to the command: all read-only, a private /tmp and /run and empty hidden folders
+    (readable paths under them shown again), workspace and writable paths writable but their frozen parts, no
+    network unless asked for."""
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     if not network:
         argv += ["--unshare-net", "--tmpfs", "/run"]
+    for path in hidden:
+        argv += ["--tmpfs", path]
     for path in readable:
         argv += ["--ro-bind", path, path]
     for path in [workspace, *writable]:

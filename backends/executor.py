@@ -31,12 +31,14 @@ class CommandResult:
 
 @dataclass
 class Sandbox:
-    """Confines a command: only workspace and writable can change, no network unless asked for."""
+    """Confines a command: only workspace and writable can change, hidden folders look empty (readable ones inside
+    them show again), no network unless asked for."""
 
     workspace: Path
     writable: tuple[Path, ...] = ()
     network: bool = False
     readable: tuple[Path, ...] = ()
+    hidden: tuple[Path, ...] = ()
 
 
 class Executor(Protocol):

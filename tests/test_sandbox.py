@@ -208,3 +208,17 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_text()
     except OSError:
         return ""
+
+
+def test_hidden_folders_look_empty_but_readable_ones_inside_show(run_dir):
+    (run_dir / "cache").mkdir()
+    (run_dir / "cache" / "reference.json").write_text("[1, 2, 3]")
+    workspace = run_dir / "workspace"
+    read = "import sys; print(open(sys.argv[1]).read())"
+    argv = sandbox.wrap([sys.executable, "-c", read], workspace, readable=[run_dir / "readonly"], hidden=[run_dir])
+    peek = subprocess.run([*argv, str(run_dir / "cache" / "reference.json")], capture_output=True, text=True)
+    assert peek.returncode == 1 and "No such file" in peek.stderr
+    check = subprocess.run([*argv, str(run_dir / "readonly" / "check.py")], capture_output=True, text=True)
+    assert check.returncode == 0 and "CHECK OK" in check.stdout
+    written = confined("open('out.txt', 'w').write('x')", workspace, hidden=[run_dir])
+    assert written.returncode == 0 and (workspace / "out.txt").read_text() == "x"

@@ -94,7 +94,7 @@ def require() -> Config:
 
 
 def parse(where: Path, data: dict) -> Config:
-    _known(data, "", {"llm", "roles", "prices", "budget"})
+    _known(data, "", {"llm", "roles", "prices", "budget", "executors"})
     llm = _endpoint(_table(data["llm"], "llm"), "llm", {})
     roles_table = _table(data.get("roles", {}), "roles")
     _known(roles_table, "roles.", set(ROLES))

@@ -7,6 +7,7 @@ from pathlib import Path
 from app import skills
 from app.run import ActiveRun
 from app.sandbox import SandboxError
+from app.store import home
 from backends.executor import Sandbox
 
 MAX_OUTPUT = 12_000
@@ -75,13 +76,18 @@ class Toolbox:
 
     def tool_run(self, command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         try:
-            shown = tuple(p for p in (self.run.dir, self.run.model, self.run.draft) if p)
-            sandbox = Sandbox(self.root, readable=shown)
+            sandbox = Sandbox(self.root, readable=self.shown(), hidden=(home(),))
             result = self.run.executor.run(["bash", "-c", command], self.root, timeout_s, sandbox=sandbox)
         except SandboxError as e:
             raise ToolError(f"commands cannot run: {e}") from e
         status = f"timed out after {timeout_s:g} s" if result.timed_out else f"exit code {result.exit_code}"
         return f"{status}\n{cut(result.output)}"
+
+    def shown(self) -> tuple[Path, ...]:
+        """What an agent's commands see of Atelier's home: the read-only inputs and the model, never the reference
+        outputs in the cache, the hidden inputs or other runs."""
+        run = self.run
+        return tuple(p for p in (run.dir / "readonly", run.model, run.draft) if p and p.exists())
 
     def tool_list_skills(self) -> str:
         return "\n".join(f"{s.name} ({s.layer}): {s.description}" for s in self.skills()) or "no skills"

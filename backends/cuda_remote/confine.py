@@ -35,11 +35,12 @@ def wrap(
     network: bool,
     passed: list[str],
     readable: list[str],
+    hidden: list[str],
 ) -> list[str]:
     """The remote argv running command read-only everywhere but workspace and writable, private /tmp."""
     if not command:
         raise SandboxError("no command to sandbox")
-    argv = bwrap(workspace, writable, readable, network) + command
+    argv = bwrap(workspace, writable, readable, network, (), hidden) + command
     names = [",".join(sorted(KEEP)), ",".join(passed) or "-", ",".join(KEEP_PREFIXES)]
     return [python, "-c", LAUNCH, *names, *argv]
 

@@ -145,7 +145,10 @@ class RemoteExecutor:
             raise SandboxError(self.unconfinable)
         writable = [str(self.where(p)) for p in sandbox.writable]
         readable = [str(self.where(p)) for p in sandbox.readable]
-        return confine.wrap(self.python, command, str(workspace), writable, sandbox.network, sorted(env), readable)
+        hidden = [str(self.where(p)) for p in sandbox.hidden]
+        return confine.wrap(
+            self.python, command, str(workspace), writable, sandbox.network, sorted(env), readable, hidden
+        )
 
     def _reap(self, jobs: str, owner: str, emit: Callable[[str], None]) -> None:
         left = job.reap(self.ssh, jobs, owner)

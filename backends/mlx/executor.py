@@ -100,7 +100,7 @@ class LocalExecutor:
 def _confine(command: list[str], cwd: Path, sandbox: Sandbox) -> list[str]:
     if Path(cwd).resolve() != Path(sandbox.workspace).resolve():
         raise SandboxError(f"a sandboxed command runs in its workspace {sandbox.workspace}, not in {cwd}")
-    return wrap(command, sandbox.workspace, sandbox.writable, sandbox.network, sandbox.readable)
+    return wrap(command, sandbox.workspace, sandbox.writable, sandbox.network, sandbox.readable, sandbox.hidden)
 
 
 def _pump(proc: subprocess.Popen, lines: deque[str], on_line: Callable[[str], None] | None) -> None:
