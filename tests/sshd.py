@@ -69,7 +69,7 @@ def configure(server: Server, tmp_path: Path, monkeypatch, name: str = "box") ->
     )
     file = tmp_path / "config.toml"
     file.write_text(
-        f'[llm]\nmodel = "ignored here"\n\n[executors.{name}]\nhost = "{alias}"\nssh_config = "{ssh_config}"\n'
+        f'[executors.{name}]\nhost = "{alias}"\nssh_config = "{ssh_config}"\n'
         f'workdir = "{tmp_path / "remote"}"\npython = "{sys.executable}"\nretries = 2\nbackoff = 0.2\n'
         f'[executors.{name}.env]\nATELIER_REMOTE_TEST = "yes"\n'
     )
