@@ -154,6 +154,7 @@ def test_issues_run_accepts_a_real_gain_and_orchestrates_the_next_issue(toy, llm
     assert llm.left() == {}
 
 
+@pytest.mark.slow
 def test_ralph_runs_the_standing_task_end_to_end(toy, llm, home):
     llm.add("implementer", *faster_implementer())
     llm.add("judge", PASS)

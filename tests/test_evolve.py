@@ -58,6 +58,7 @@ def test_parents_are_sampled_by_gain_and_the_same_seed_picks_the_same_parent():
     assert choose([members[0]], "any").round == 0
 
 
+@pytest.mark.slow
 def test_evolve_run_grows_a_population_and_resumes_deterministically(toy, llm, home):
     llm.add("implementer", *faster_implementer(), *kv_with_a_pause(), submit_change("nothing more", []))
     llm.add("judge", PASS, PASS)

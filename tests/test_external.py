@@ -49,7 +49,7 @@ def stand_in(folder: Path, harness: str, events: list[dict]) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("harness", ["codex", "claude"])
+@pytest.mark.parametrize("harness", ["codex", pytest.param("claude", marks=pytest.mark.slow)])
 def test_an_external_agent_implements_a_real_gain(harness, toy, home, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-planted-external-key")
     monkeypatch.setenv("PATH", f"{stand_in(tmp_path / 'bin', harness, EVENTS[harness])}:{os.environ['PATH']}")

@@ -343,6 +343,7 @@ def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home)
     assert missing.returncode == 2 and "no [executors.nope] table" in missing.stderr
 
 
+@pytest.mark.slow
 def test_toy_run_over_ssh(server, toy, tmp_path, monkeypatch, home):
     configure(server, tmp_path, monkeypatch)
     toml = toy / "target.toml"
