@@ -46,9 +46,14 @@ def wrap(
         raise SandboxError(reason)
     binds = [_existing_dir(workspace, "workspace")] + [_existing_dir(p, "writable path") for p in writable]
     frozen = [str(path / ".git") for path in binds if (path / ".git").exists()]
-    shown = [str(Path(p).resolve()) for p in readable]
+    shown = [str(Path(p).resolve()) for p in (*readable, *interpreter())]
     covered = [str(Path(p).resolve()) for p in hidden]
     return bwrap(str(binds[0]), [str(p) for p in binds[1:]], shown, network, frozen, covered) + list(command)
+
+
+def interpreter() -> list[Path]:
+    """This Python's environment, so that it runs confined even from under the private /tmp."""
+    return sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()})
 
 
 def bwrap(

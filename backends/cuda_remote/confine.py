@@ -40,7 +40,8 @@ def wrap(
     """The remote argv running command read-only everywhere but workspace and writable, private /tmp."""
     if not command:
         raise SandboxError("no command to sandbox")
-    argv = bwrap(workspace, writable, readable, network, (), hidden) + command
+    environment = [str(Path(python).parent.parent)] if Path(python).is_absolute() else []
+    argv = bwrap(workspace, writable, [*readable, *environment], network, (), hidden) + command
     names = [",".join(sorted(KEEP)), ",".join(passed) or "-", ",".join(KEEP_PREFIXES)]
     return [python, "-c", LAUNCH, *names, *argv]
 
