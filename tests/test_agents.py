@@ -82,6 +82,7 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
+@pytest.mark.slow
 def test_issues_run_accepts_a_real_gain_and_orchestrates_the_next_issue(toy, llm, key, home):
     llm.add(
         "orchestrator",

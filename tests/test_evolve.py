@@ -101,6 +101,7 @@ def test_evolve_run_grows_a_population_and_resumes_deterministically(toy, llm, h
     assert "## Round 3\n\n- child of " in (Path(run["dir"]) / "memory.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_child_that_beats_its_parent_but_not_the_best_joins_the_population_only(baselined, llm, monkeypatch):
     monkeypatch.setattr(evolve, "choose", lambda members, seed: members[0])
     llm.add("implementer", *faster_implementer(), *kv_with_a_pause())

@@ -272,6 +272,7 @@ def test_tui_command_and_headless_no_args(tmp_path):
     assert result.returncode == 0 and "usage: atelier" in result.stdout
 
 
+@pytest.mark.slow
 def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
     from scripted_llm import call
     from test_agents import PASS, evaluator_reading, faster_implementer
