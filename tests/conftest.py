@@ -4,6 +4,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,16 @@ def rows(home: Path, query: str, *params) -> list[sqlite3.Row]:
         return db.execute(query, params).fetchall()
     finally:
         db.close()
+
+
+def wait_for(home: Path, query: str, timeout: float = 300) -> list:
+    """The rows of query once the run's store shows any; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "atelier.db").exists() and (found := rows(home, query)):
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"never saw: {query}")
 
 
 # The real SmolLM2 weights, converted once per session and shared by every json-tiny test.

@@ -19,7 +19,7 @@ from backends.cuda_remote import config
 from backends.cuda_remote.executor import RemoteExecutor, described
 from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
 from backends.executor import ConfigError, Sandbox
-from conftest import ROOT, atelier, rows
+from conftest import ROOT, atelier, rows, wait_for
 from sshd import SSHD, configure, serve
 
 
@@ -385,7 +385,7 @@ def test_host_lost_mid_round_fails_cleanly_and_resumes(own_server, toy, tmp_path
     argv = [sys.executable, "-m", "app", "run", str(toy), "--max-rounds", "1"]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(home, "SELECT * FROM events WHERE kind='judge' AND round=1")
+        wait_for(home, "SELECT * FROM events WHERE kind='judge' AND round=1", timeout=600)
         own_server.stop()
         drop(Ssh(config.load("box")))
         _, stderr = proc.communicate(timeout=300)
@@ -401,12 +401,3 @@ def test_host_lost_mid_round_fails_cleanly_and_resumes(own_server, toy, tmp_path
     statuses = {r["n"]: r["status"] for r in rows(home, "SELECT * FROM rounds")}
     assert statuses[1] == "interrupted" and statuses[2] in ("accepted", "rejected")
     assert rows(home, "SELECT status FROM runs")[0][0] == "done"
-
-
-def wait_for(home: Path, query: str, timeout: float = 600) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (home / "atelier.db").exists() and (found := rows(home, query)):
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"never saw: {query}")

@@ -6,16 +6,7 @@ import time
 
 import git
 
-from conftest import ROOT, atelier, rows
-
-
-def wait_for(home, query: str, timeout: float = 300) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (home / "atelier.db").exists() and (found := rows(home, query)):
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"never saw: {query}")
+from conftest import ROOT, atelier, rows, wait_for
 
 
 def test_sigkill_mid_round_then_resume_loses_nothing(toy, home):
