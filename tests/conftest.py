@@ -76,8 +76,11 @@ def wait_for(home: Path, query: str, timeout: float = 300) -> list:
     """The rows of query once the run's store shows any; fails after timeout seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (home / "atelier.db").exists() and (found := rows(home, query)):
-            return found
+        try:
+            if (home / "atelier.db").exists() and (found := rows(home, query)):
+                return found
+        except sqlite3.OperationalError:  # the store exists but its tables do not yet
+            pass
         time.sleep(0.2)
     raise AssertionError(f"never saw: {query}")
 
