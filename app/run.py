@@ -3,7 +3,7 @@ import os
 import secrets
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import backends
@@ -139,7 +139,7 @@ def reopen(run_id: str, store: Store) -> ActiveRun:
     record = store.run(run_id)
     if record.status in ("starting", "running") and alive(record.pid):
         raise StoreError(f"run {record.id} is still going in process {record.pid}")
-    target = load_target(record.target_dir)
+    target = replace(load_target(record.target_dir), executor=record.executor)
     model_path = model.prepare(target.model, target.dir, target.executor, home() / "models")
     draft_path = model.prepare_draft(target.model, target.dir, target.executor, home() / "models")
     options = Options(**json.loads(record.options))

@@ -8,7 +8,7 @@ from app.store import gain
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "targets"
-EXECUTORS = ("mlx", "cuda_remote")
+EXECUTORS = ("mlx", "local", "cuda_remote")
 PLACEHOLDERS = {"python", "workspace", "readonly", "inputs", "model", "draft", "cache"}
 MODEL_SOURCES = ("path", "hub", "package")
 
@@ -164,13 +164,18 @@ def _build(dir: Path, raw: dict) -> Target:
     )
 
 
-def _bad_values(file: Path, t: Target) -> list[str]:
-    problems = []
-    kind, colon, name = str(t.executor).partition(":")
+def executor_problem(spec: str) -> str:
+    """What is wrong with an executor spec (KIND or cuda_remote:NAME), or '' when nothing is."""
+    kind, colon, name = spec.partition(":")
     if kind not in EXECUTORS:
-        problems.append(f"{file}: executor '{t.executor}' is not one of {', '.join(EXECUTORS)}")
-    elif colon and (kind != "cuda_remote" or not name):
-        problems.append(f"{file}: executor '{t.executor}': only cuda_remote takes a name, as 'cuda_remote:NAME'")
+        return f"executor '{spec}' is not one of {', '.join(EXECUTORS)}"
+    if colon and (kind != "cuda_remote" or not name):
+        return f"executor '{spec}': only cuda_remote takes a name, as 'cuda_remote:NAME'"
+    return ""
+
+
+def _bad_values(file: Path, t: Target) -> list[str]:
+    problems = [f"{file}: {p}" for p in [executor_problem(str(t.executor))] if p]
     sources = [k for k in MODEL_SOURCES if getattr(t.model, k)]
     if len(sources) != 1:
         problems.append(f"{file}: [model] needs exactly one of path, hub, package (has {sources or 'none'})")

@@ -379,10 +379,8 @@ def test_unreachable_host_fails_before_a_run_is_created(own_server, toy, tmp_pat
 @pytest.mark.slow
 def test_host_lost_mid_round_fails_cleanly_and_resumes(own_server, toy, tmp_path, monkeypatch, home):
     configure(own_server, tmp_path, monkeypatch)
-    toml = toy / "target.toml"
-    toml.write_text(toml.read_text().replace('executor = "mlx"', 'executor = "cuda_remote:box"'))
     env = {**os.environ, "ATELIER_HOME": str(home)}
-    argv = [sys.executable, "-m", "app", "run", str(toy), "--max-rounds", "1"]
+    argv = [sys.executable, "-m", "app", "run", str(toy), "--executor", "cuda_remote:box", "--max-rounds", "1"]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(home, "SELECT * FROM events WHERE kind='judge' AND round=1", timeout=600)

@@ -34,7 +34,7 @@ def test_toy_validates(toy, capsys):
         ("repeats = 2", "repeats = 2\nwarmup = 1", "unknown key 'benchmark.warmup'"),
         ('metric = "decode_s"\n', "", "missing key 'benchmark.metric'"),
         ('direction = "lower"', 'direction = "down"', "benchmark.direction must be 'lower' or 'higher'"),
-        ('executor = "mlx"', 'executor = "tpu"', "executor 'tpu' is not one of mlx, cuda_remote"),
+        ('executor = "mlx"', 'executor = "tpu"', "executor 'tpu' is not one of mlx, local, cuda_remote"),
         ("{readonly}/check.py", "{readonly}/chek.py", "'chek.py' is not among readonly.paths"),
         ("--cache {cache}", "--cache {scratch}", "uses unknown placeholder {scratch}"),
         ('path = "model"', 'path = "model"\nhub = "a/b"', "needs exactly one of path, hub, package"),
@@ -72,6 +72,16 @@ def test_run_refuses_a_malformed_target_before_touching_the_store(toy, home, cap
     write(toy, "repeats = 2", "repeats = 0")
     assert main(["run", str(toy)]) == 2
     assert "benchmark.repeats must be a whole number" in capsys.readouterr().err
+    assert not (home / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "spec, expected", [("tpu", "is not one of mlx, local, cuda_remote"), ("local:box", "only cuda_remote takes a name")]
+)
+def test_run_refuses_a_bad_executor_override(toy, home, capsys, spec, expected):
+    assert main(["run", str(toy), "--executor", spec]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("atelier: error: --executor: executor") and expected in line
     assert not (home / "runs").exists()
 
 

@@ -99,7 +99,7 @@ class Toolbox:
         raise ToolError(f"no skill '{name}' for this target's backend (see list_skills)")
 
     def skills(self) -> list[skills.Skill]:
-        backend = self.run.target.executor.split("_")[0]
+        backend = "mlx" if self.run.target.executor == "mlx" else "cuda"
         return skills.skills_for(backend, skills.load_skills())
 
     def inside(self, path: str) -> Path:
