@@ -11,6 +11,7 @@ import jsonschema
 
 from app.agents import schemas
 from app.agents.prompts import SYSTEM, context
+from app.agents.roles import Bound
 from app.agents.transcript import Redactor, Transcript, transcript_path
 from app.roles import Attempt, Change, RoleError, Task
 from app.run import ActiveRun
@@ -68,27 +69,21 @@ def claude_event(event: dict, outcome: Outcome) -> None:
 HARNESSES = {"codex": (codex_command, codex_event), "claude": (claude_command, claude_event)}
 
 
-class ExternalImplementer:
+class ExternalImplementer(Bound):
     """An Implementer that hands the task to an installed coding agent CLI (`codex` or `claude`)."""
 
     def __init__(self, harness: str, secrets: list[str]):
         if harness not in HARNESSES:
             raise RoleError(f"unknown implementer harness '{harness}' (known: {', '.join(HARNESSES)})")
         self.harness, self.secrets = harness, secrets
-        self.run: ActiveRun | None = None
-        self.n = 0
-
-    def bind(self, run: ActiveRun, n: int) -> None:
-        self.run, self.n = run, n
 
     def implement(self, task: Task, workspace: Workspace, feedback: list[Attempt]) -> Change:
-        if self.run is None:
-            raise RoleError("implementer: not bound to a run")
+        run = self.bound()
         build, read = HARNESSES[self.harness]
-        command = build(self.prompt(self.run, task, feedback))
+        command = build(self.prompt(run, task, feedback))
         if shutil.which(command[0]) is None:
             raise RoleError(f"the {self.harness} CLI is not on PATH: install it or choose another implementer")
-        outcome = self.drive(self.run, command, workspace, read)
+        outcome = self.drive(run, command, workspace, read)
         return change(outcome.text)
 
     def prompt(self, run: ActiveRun, task: Task, feedback: list[Attempt]) -> str:

@@ -28,20 +28,27 @@ def commands(run: ActiveRun, stack: Path) -> str:
     return f"checker (must print CHECK PASS): {shlex.join(checker)}\nbenchmark: {shlex.join(bench)}"
 
 
-class LLMImplementer:
-    def __init__(self, config: Config):
-        self.config = config
-        self.run: ActiveRun | None = None
-        self.n = 0
+class Bound:
+    """An Implementer told which run and round its next implement() belongs to."""
+
+    run: ActiveRun | None = None
+    n = 0
 
     def bind(self, run: ActiveRun, n: int) -> None:
-        """The run and round the next implement() belongs to."""
         self.run, self.n = run, n
 
-    def implement(self, task: Task, workspace: Workspace, feedback: list[Attempt]) -> Change:
+    def bound(self) -> ActiveRun:
         if self.run is None:
             raise RoleError("implementer: not bound to a run")
-        run = self.run
+        return self.run
+
+
+class LLMImplementer(Bound):
+    def __init__(self, config: Config):
+        self.config = config
+
+    def implement(self, task: Task, workspace: Workspace, feedback: list[Attempt]) -> Change:
+        run = self.bound()
         earlier = "\n".join(f"- attempt {i}: {a.error}" for i, a in enumerate(feedback, 1))
         user = context(
             ("Task", f"{task.title}\n\n{task.detail}".strip()),
