@@ -21,7 +21,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     there = x.place(out)
     if sandbox:
-        sandbox = replace(sandbox, writable=(*sandbox.writable, out))
+        sandbox = replace(sandbox, writable=(*sandbox.writable, out), readable=(*sandbox.readable, SCRIPT))
     if tool == "nsys":
         return _nsys(x, command, cwd, there, timeout, env, sandbox)
     program = python_args(command, x.python)

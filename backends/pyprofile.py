@@ -39,14 +39,17 @@ def start(kind: str, what: str) -> int:
 
 
 def under_torch(run) -> tuple[str, int, str, str]:
+    """torch.profiler's operator table; cProfile's functions when the program ran no torch operator."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     cuda = torch.cuda.is_available()
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     with profile(activities=activities) as p:
-        code = run()
+        tool, code, top, full = under_cprofile(run)
     events = p.key_averages()
+    if not len(events):
+        return f"{tool} (torch.profiler saw no torch operator)", code, top, full
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     tool = f"torch.profiler ({'CPU + CUDA' if cuda else 'CPU'})"
     return tool, code, events.table(sort_by=sort, row_limit=ROWS), events.table(sort_by=sort, row_limit=-1)

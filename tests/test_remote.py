@@ -17,6 +17,7 @@ import fake_gpu
 import pytest
 
 from app.agents.roles import hardware
+from app.evaluator import profile
 from app.run import Options, create
 from app.sandbox import SandboxError
 from app.store import Store
@@ -416,6 +417,21 @@ def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home)
     assert "fix: install Python 3 on" in broken.stdout and broken.stdout.splitlines()[-1] == "box: not usable"
     missing = atelier("remote", "check", "nope", home=home)
     assert missing.returncode == 2 and "no [executors.nope] table" in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_evaluator_profiles_a_confined_candidate_over_ssh(remote, toy, home):
+    run = create(replace(load(str(toy)), executor="cuda_remote:box"), Options(policy="ralph"), Store())
+    try:
+        found, saved = profile(run, 1, run.workspace.path)
+    finally:
+        run.executor.close()
+    tool = "cProfile (torch.profiler saw no torch operator)"  # the toy stack is MLX
+    assert (found.tool, found.ok) == (tool, True), found.summary
+    there = remote.where(run.dir / "profiles" / "round-1" / "candidate" / "torch.txt")
+    text = saved.read_text()
+    assert text.startswith(f"# {tool}, candidate of round 1\nfull report (cuda_remote:box): {there}\n")
+    assert "Ordered by: internal time" in text and "decode.py" in there.read_text()
 
 
 def test_remote_check_reports_the_gpu_and_nsys(gpu_box, tmp_path, monkeypatch, home):
