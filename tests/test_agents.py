@@ -17,6 +17,7 @@ from app.agents.roles import LLMEvaluator
 from app.agents.team import Team
 from app.agents.tools import Toolbox, ToolError, cut
 from app.agents.transcript import Redactor
+from app.cli import main
 from app.inner import play
 from app.loop import synthesize
 from app.roles import Measurement, Task
@@ -201,7 +202,7 @@ def play_llm_round(run, policy: str = "ralph"):
     return play(run, 1, Task("faster"), team.implementer, team.reviewer, team.advisor)
 
 
-def test_the_llm_evaluator_profiles_the_candidate_outside_the_measurement(baselined, llm):
+def test_the_llm_evaluator_profiles_the_candidate_outside_the_measurement(baselined, llm, capsys):
     baselined.options.policy = "ralph"  # an agent's candidate: it runs confined, under the profiler too
     decode = baselined.workspace.path / "decode.py"
     decode.write_text(decode.read_text().replace(SLOW_PATH, FAST_PATH))
@@ -222,6 +223,9 @@ def test_the_llm_evaluator_profiles_the_candidate_outside_the_measurement(baseli
     assert events == [f"candidate under cProfile: {saved}"]
     assert f"━━ profile: {saved} ━━\n# cProfile" in transcripts.text(baselined.dir, 1)
     assert "profile" not in [t["function"]["name"] for t in schemas.specs("judge")]
+    capsys.readouterr()
+    assert main(["show", baselined.id]) == 0
+    assert f"profiles (the Evaluator's, outside the measured numbers):\n  {saved}\n" in capsys.readouterr().out
 
 
 def test_a_candidate_that_opens_a_network_connection_is_failed(baselined, llm):
