@@ -193,6 +193,10 @@ def cmd_show(args) -> int:
         print("hardware: " + ", ".join(f"{k} {v}" for k, v in json.loads(hardware.read_text()).items()))
     print()
     print(rounds_table(run, store.rounds(run.id)))
+    profiles = sorted((run.path / "profiles").glob("round-*/*.txt"))
+    if profiles:
+        print("\nprofiles (the Evaluator's, outside the measured numbers):")
+        print("\n".join(f"  {p}" for p in profiles))
     return 0
 
 

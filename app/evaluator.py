@@ -5,8 +5,10 @@ from pathlib import Path
 
 from app.roles import Measurement
 from app.run import ActiveRun
+from backends.executor import Profile
 
 MIN_NOISE = 0.01
+PROFILE_SLOWDOWN = 4  # a profiled benchmark may take this many times its timeout
 
 
 class BenchmarkError(Exception):
@@ -67,6 +69,20 @@ def evaluate(run: ActiveRun, n: int, candidate: Path, incumbent: Path) -> Measur
     noise = run.record.noise or MIN_NOISE
     extra = {k: statistics.median(m[k] for m in sides["candidate"]) for k in sides["candidate"][0] if k != b.metric}
     return Measurement(b.metric, cand, inc, c_med, i_med, gain, noise, gain > 1 + noise, extra, _hints(gain, noise))
+
+
+def profile(run: ActiveRun, n: int, stack: Path, side: str = "candidate") -> tuple[Profile, Path]:
+    """One more benchmark call under the executor's profiler, after the measurement and never counted in it;
+    the summary is saved as runs/<id>/profiles/round-N/<side>.txt."""
+    b = run.target.benchmark
+    run.progress.role(n, "evaluator", f"profile {side}")
+    folder = run.dir / "profiles" / f"round-{n}"
+    found = run.profile(b.command, stack, run.dir / "readonly" / b.inputs, b.timeout * PROFILE_SLOWDOWN, folder / side)
+    saved = folder / f"{side}.txt"
+    where = f"full report ({run.target.executor}): {found.raw}\n" if found.raw else ""
+    saved.write_text(f"# {found.tool}, {side} of round {n}\n{where}\n{found.summary}\n")
+    run.say(n, "profile", f"{side} under {found.tool}{'' if found.ok else ' failed'}: {saved}")
+    return found, saved
 
 
 def _hints(gain: float, noise: float) -> list[str]:

@@ -13,7 +13,7 @@ from app.store import Run, Store, StoreError, home
 from app.target import Target
 from app.target import load as load_target
 from app.workspace import Workspace
-from backends.executor import CommandResult, Executor, Sandbox
+from backends.executor import CommandResult, Executor, Profile, Sandbox
 
 MEMORY = "# Memory\n\nWhat this run has learned, kept across rounds.\n"
 
@@ -82,7 +82,27 @@ class ActiveRun:
         }
         return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PYTHONDONTWRITEBYTECODE": "1", "ATELIER_RUN": self.id}
+
     def execute(self, template: str, stack: Path, inputs: Path, timeout: float) -> CommandResult:
+        x = self.executor
+        remote = self.prepare(stack)
+        command = self.command(template, stack, inputs)
+        result = x.run(command, cwd=remote, timeout=timeout, env=self.env, on_line=self.progress.output,
+                       sandbox=self.confinement(stack))  # fmt: skip
+        x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
+        return result
+
+    def profile(self, template: str, stack: Path, inputs: Path, timeout: float, out: Path) -> Profile:
+        """The command once under the executor's profiler, confined as execute() runs it; out takes the raw report."""
+        remote = self.prepare(stack)
+        command = self.command(template, stack, inputs)
+        return self.executor.profile(command, remote, out, timeout, self.env, self.confinement(stack))
+
+    def prepare(self, stack: Path) -> Path:
+        """The stack, cache, read-only inputs and models where commands run; the stack's path there."""
         x = self.executor
         remote = x.sync(stack)
         x.sync(self.dir / "cache")
@@ -91,20 +111,16 @@ class ActiveRun:
         for model_path in (self.model, self.draft):
             if model_path:
                 x.place(model_path)
-        command = self.command(template, stack, inputs)
-        env = {"PYTHONDONTWRITEBYTECODE": "1", "ATELIER_RUN": self.id}
-        result = x.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output,
-                       sandbox=self.confinement(remote))  # fmt: skip
-        x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
-        return result
+        return remote
 
     def confinement(self, stack: Path) -> Sandbox | None:
         """Stacks an agent wrote run confined: only the stack and the cache writable, no network. The tuner's
-        candidates are the bundle's own code with other knob values, so they run as the bundle does."""
+        candidates are the bundle's own code with other knob values, so they run as the bundle does. Paths are
+        local ones: the executor maps them to where commands run."""
         if self.options.policy == "tuner":
             return None
-        shown = tuple(self.executor.where(p) for p in (self.dir, self.model, self.draft) if p)
-        return Sandbox(stack, writable=(self.executor.where(self.dir / "cache"),), readable=shown)
+        shown = tuple(p for p in (self.dir, self.model, self.draft) if p)
+        return Sandbox(stack, writable=(self.dir / "cache",), readable=shown)
 
 
 def create(target: Target, options: Options, store: Store) -> ActiveRun:

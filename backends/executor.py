@@ -30,6 +30,16 @@ class CommandResult:
 
 
 @dataclass
+class Profile:
+    """One run of a command under a profiler: which one, the summary tables, where the full report stays."""
+
+    tool: str
+    summary: str
+    raw: str = ""
+    ok: bool = True
+
+
+@dataclass
 class Sandbox:
     """Confines a command: only workspace and writable can change, hidden folders look empty (readable ones inside
     them show again), no network unless asked for."""
@@ -72,5 +82,18 @@ class Executor(Protocol):
         ...
 
     def fetch(self, path: Path, dest: Path) -> Path: ...
+
+    def profile(
+        self,
+        command: list[str],
+        cwd: Path,
+        out: Path,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> Profile:
+        """Run once under the best profiler there (nsys, torch.profiler, cProfile), its raw report into the local
+        folder out as placed there; never part of a measurement."""
+        ...
 
     def hardware(self) -> dict[str, str]: ...

@@ -21,6 +21,11 @@ class Server:
     host_key: Path
 
     @property
+    def bin(self) -> Path:
+        """First on the PATH of every session: a test puts stand-ins for the GPU box's tools (nvidia-smi, nsys) here."""
+        return self.dir / "bin"
+
+    @property
     def pid(self) -> int:
         return int((self.dir / "sshd.pid").read_text())
 
@@ -44,6 +49,7 @@ class Server:
 
 def serve(dir: Path) -> Server:
     dir.mkdir(parents=True)
+    (dir / "bin").mkdir()
     for name in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(dir / name)], check=True)
     shutil.copy(dir / "user_key.pub", dir / "authorized_keys")
@@ -54,6 +60,7 @@ def serve(dir: Path) -> Server:
         "Port": port, "ListenAddress": "127.0.0.1", "HostKey": dir / "host_key", "PidFile": dir / "sshd.pid",
         "AuthorizedKeysFile": dir / "authorized_keys", "PasswordAuthentication": "no",
         "KbdInteractiveAuthentication": "no", "UsePAM": "no", "StrictModes": "no",
+        "SetEnv": f"PATH={dir / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }  # fmt: skip
     (dir / "sshd_config").write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
     (dir / "known_hosts").write_text(f"[127.0.0.1]:{port} {(dir / 'host_key.pub').read_text()}")

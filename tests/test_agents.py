@@ -13,14 +13,17 @@ import pytest
 
 from app import policies, readonly
 from app.agents import budget, config, schemas
+from app.agents.roles import LLMEvaluator
 from app.agents.team import Team
 from app.agents.tools import Toolbox, ToolError, cut
 from app.agents.transcript import Redactor
+from app.cli import main
 from app.inner import play
 from app.loop import synthesize
-from app.roles import Task
+from app.roles import Measurement, Task
 from app.run import Options, reopen
 from app.store import Store
+from app.tui import transcripts
 from conftest import atelier, rows
 from scripted_llm import Reply, ScriptedLLM, call, late, raw, say, status
 from test_runs import SABOTAGE
@@ -197,6 +200,32 @@ def play_llm_round(run, policy: str = "ralph"):
     team = Team()
     team.implementer.bind(run, 1)
     return play(run, 1, Task("faster"), team.implementer, team.reviewer, team.advisor)
+
+
+def test_the_llm_evaluator_profiles_the_candidate_outside_the_measurement(baselined, llm, capsys):
+    baselined.options.policy = "ralph"  # an agent's candidate: it runs confined, under the profiler too
+    decode = baselined.workspace.path / "decode.py"
+    decode.write_text(decode.read_text().replace(SLOW_PATH, FAST_PATH))
+    measured = Measurement("decode_s", [0.5, 0.52], [1.0, 1.02], 0.51, 1.01, 1.98, 0.05, True)
+    llm.add("evaluator", call("profile"), evaluator_reading())
+    advice = LLMEvaluator(config.require()).advise(baselined, 1, measured, baselined.workspace.diff())
+    assert advice == ["bottleneck (decode_s): one forward per token", "compile the step"]
+    first, second = llm.to("evaluator")
+    assert "## Hardware where the benchmark ran\n\nmachine: " in first.text and f"cores: {os.cpu_count()}" in first.text
+    assert "profile" in [t["function"]["name"] for t in first.body["tools"]]
+    saved = baselined.dir / "profiles" / "round-1" / "candidate.txt"
+    [answer] = second.tool_results()
+    assert answer.startswith(f"cProfile (saved as {saved}):\n") and "Ordered by: internal time" in answer
+    assert "METRIC" not in answer
+    assert saved.read_text().startswith("# cProfile, candidate of round 1\nfull report (mlx): ")
+    assert baselined.store.metrics(baselined.id, 1) == []  # the profile is not a measurement
+    events = [e["message"] for e in baselined.store.events(baselined.id) if e["kind"] == "profile"]
+    assert events == [f"candidate under cProfile: {saved}"]
+    assert f"━━ profile: {saved} ━━\n# cProfile" in transcripts.text(baselined.dir, 1)
+    assert "profile" not in [t["function"]["name"] for t in schemas.specs("judge")]
+    capsys.readouterr()
+    assert main(["show", baselined.id]) == 0
+    assert f"profiles (the Evaluator's, outside the measured numbers):\n  {saved}\n" in capsys.readouterr().out
 
 
 def test_a_candidate_that_opens_a_network_connection_is_failed(baselined, llm):

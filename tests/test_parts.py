@@ -1,4 +1,5 @@
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -9,6 +10,7 @@ from app import knobs, readonly, target
 from app.evaluator import noise_band, parse_metrics
 from app.store import Store, StoreError
 from app.workspace import Workspace
+from backends.local.executor import TorchExecutor
 from backends.mlx.executor import LocalExecutor
 
 
@@ -89,6 +91,21 @@ def alive(pid: int) -> bool:
 def test_hardware_facts():
     facts = LocalExecutor().hardware()
     assert facts["mlx_device"].startswith("Device(") and float(facts["memory_gib"]) > 0
+
+
+def test_local_profiles_name_their_tool_and_their_failures(tmp_path):
+    x, out = LocalExecutor(), tmp_path / "out"
+    (tmp_path / "hot.py").write_text("import sys\ndef hot():\n    return sum(i * i for i in range(300_000))\n"
+                                     "hot()\nprint('METRIC s', sys.argv[1:])\n")  # fmt: skip
+    found = x.profile([x.python, "-u", "-m", "hot", "a"], tmp_path, out, 60)
+    assert (found.tool, found.ok, found.raw) == ("cProfile", True, str(out / "cProfile.txt"))
+    assert "Ordered by: internal time" in found.summary and "hot.py:3(<genexpr>)" in found.summary
+    assert "METRIC" not in found.summary and "hot.py:2(hot)" in (out / "cProfile.txt").read_text()
+    failed = x.profile([x.python, "-c", "import sys; sys.exit(3)"], tmp_path, out, 60)
+    assert not failed.ok and failed.summary.startswith("the benchmark failed under cProfile (exit code 3)")
+    shell = x.profile(["sh", "-c", "true"], tmp_path, out, 60)
+    assert shell.tool == "none" and "`sh` is not a Python command and nsys is not installed" in shell.summary
+    assert TorchExecutor().profiler == ("nsys" if shutil.which("nsys") else "torch")
 
 
 def test_metrics_and_noise():

@@ -1,5 +1,6 @@
 """The SSH executor against a real OpenSSH server on 127.0.0.1 (this machine over SSH plays the GPU box)."""
 
+import json
 import os
 import re
 import secrets
@@ -9,12 +10,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import fake_gpu
 import pytest
 
+from app.agents.roles import hardware
+from app.evaluator import profile
+from app.run import Options, create
 from app.sandbox import SandboxError
-from app.target import check
+from app.store import Store
+from app.target import check, load
 from backends.cuda_remote import config
 from backends.cuda_remote.executor import RemoteExecutor, described
 from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
@@ -98,21 +105,87 @@ def test_target_names_a_remote_executor(toy):
 def test_hardware_without_gpu_says_so(remote):
     facts = remote.hardware()
     assert facts["cores"] == str(os.cpu_count())
-    assert facts["gpu"].startswith("none found")
+    assert facts["gpu"] == "none (nvidia-smi not found)"
+
+
+@pytest.fixture
+def gpu_box(server):
+    """The test server's sessions find stand-ins for an H100 box's nvidia-smi and nsys on their PATH."""
+    fake_gpu.install(server.bin, "nvidia-smi", "nsys")
+    yield server
+    for tool in server.bin.iterdir():
+        tool.unlink()
+
+
+H100 = {
+    "gpu": "NVIDIA H100 80GB HBM3", "gpu_count": "2", "gpu_memory_total_mib": "81559", "gpu_memory_used_mib": "1021",
+    "driver": "550.54.15", "cuda": "12.4", "sm_clock_max_mhz": "1980", "memory_clock_max_mhz": "2619",
+    "power_limit_w": "700.00",
+}  # fmt: skip
+
+
+def test_hardware_facts_from_nvidia_smi_reach_the_run_and_the_llm_evaluator(gpu_box, remote, toy, home):
+    facts = remote.hardware()
+    assert {k: facts[k] for k in H100} == H100 and facts["cores"] == str(os.cpu_count())
+    run = create(replace(load(str(toy)), executor="cuda_remote:box"), Options(), Store())
+    try:
+        assert {k: v for k, v in json.loads((run.dir / "hardware.json").read_text()).items() if k in H100} == H100
+        shown = hardware(run).splitlines()
+        assert "gpu: NVIDIA H100 80GB HBM3" in shown and "power_limit_w: 700.00" in shown and "cuda: 12.4" in shown
+    finally:
+        run.executor.close()
 
 
 def test_gpu_facts_from_nvidia_smi():
     text = (
-        "NVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15, 1980 MHz\nNVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15, 1980 MHz\n"
-        "--\nx86_64\n52\n Intel(R) Xeon(R) Platinum 8480+\n2113411072\n"
+        "NVIDIA H100 80GB HBM3, 2, 81559, 1021, 550.54.15, 1980, 2619, 700.00\n" * 2
+        + "--\nCUDA Version: 12.4\n--\nx86_64\n52\n Intel(R) Xeon(R) Platinum 8480+\n2113411072\n"
     )
     assert described("h100", text) == {
         "host": "h100", "machine": "x86_64", "processor": "Intel(R) Xeon(R) Platinum 8480+", "cores": "52",
-        "memory_gib": "2015.5", "gpu": "NVIDIA H100 80GB HBM3", "gpus": "2", "gpu_memory": "81559 MiB",
-        "driver": "550.54.15", "sm_clock_max": "1980 MHz",
+        "memory_gib": "2015.5", **H100,
     }  # fmt: skip
-    failing = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n--\nx86_64\n8\n"
-    assert described("box", failing)["gpu"] == "none found: nvidia-smi gave no GPU on box"
+    failing = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n--\n--\nx86_64\n8\n"
+    expected = "none (nvidia-smi: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.)"
+    assert described("box", failing)["gpu"] == expected
+    assert described("box", "nvidia-smi not found\n--\n--\nx86_64\n8\n")["gpu"] == "none (nvidia-smi not found)"
+
+
+MATMULS = (
+    "import sys\nimport torch\nx = torch.randn(96, 96)\nfor _ in range(int(sys.argv[1])):\n    x = torch.tanh(x @ x)\n"
+)
+
+
+def profiled_stack(remote, home) -> tuple[Path, Path]:
+    ws = home / "runs" / "r1" / "workspace"
+    ws.mkdir(parents=True)
+    (ws / "mm.py").write_text(MATMULS + "print('METRIC s 1')\n")
+    return remote.sync(ws), home / "runs" / "r1" / "profiles" / "round-1" / "candidate"
+
+
+def test_profile_on_the_remote_brings_back_a_torch_profiler_table(remote, home):
+    there, out = profiled_stack(remote, home)
+    found = remote.profile([remote.python, "mm.py", "3"], there, out, 120)
+    assert (found.tool, found.ok, remote.nsys) == ("torch.profiler (CPU)", True, False)
+    assert "aten::mm" in found.summary and "Self CPU time total" in found.summary
+    assert "METRIC" not in found.summary
+    assert found.raw == str(remote.where(out) / "torch.txt")
+    assert "aten::tanh" in Path(found.raw).read_text()  # the remote is this machine
+    assert sorted(p.name for p in there.iterdir()) == ["mm.py"]
+
+
+def test_profile_with_nsys_on_the_remote_brings_back_its_summary_tables(gpu_box, remote, home):
+    there, out = profiled_stack(remote, home)
+    found = remote.profile([remote.python, "mm.py", "2"], there, out, 120)
+    assert (found.tool, found.ok) == ("nsys", True)
+    summary = found.summary
+    for title in ("CUDA GPU Kernel Summary (cuda_gpu_kern_sum)", "CUDA API Summary", "CUDA GPU MemOps Summary"):
+        assert f"** {title}" in summary
+    assert "cudaLaunchKernel" in summary and "[CUDA memcpy Host-to-Device]" in summary
+    assert "gemm_epilogue_19>" in summary and "gemm_epilogue_20>" not in summary and "[5 more rows]" in summary
+    assert "Processing [" not in summary and "Generating SQLite" not in summary
+    assert found.raw == str(remote.where(out) / "report.nsys-rep")
+    assert Path(found.raw).read_bytes() == b"stand-in for a Nsight Systems report"
 
 
 def test_sync_sends_only_what_changed(remote, home):
@@ -331,8 +404,11 @@ def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home)
     lines = result.stdout.splitlines()
     assert any(re.match(r"ok +python +3\.\d+", line) for line in lines)
     assert any(re.match(r"ok +rsync", line) for line in lines)
-    assert any(re.match(r"missing +GPU", line) for line in lines)
+    assert any(re.match(r"missing +GPU +none \(nvidia-smi not found\)", line) for line in lines)
     assert "fix: install the NVIDIA driver" in result.stdout
+    assert any(re.match(r"missing +nsys +not found \(profiles use torch.profiler\)", line) for line in lines)
+    assert "fix: install Nsight Systems" in result.stdout
+    assert any(re.match(r"ok +profiler +torch.profiler importable", line) for line in lines)
     assert lines[-1] == "box: usable"
     file = tmp_path / "config.toml"
     file.write_text(file.read_text().replace(f'python = "{sys.executable}"', 'python = "/nowhere/python3"'))
@@ -341,6 +417,29 @@ def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home)
     assert "fix: install Python 3 on" in broken.stdout and broken.stdout.splitlines()[-1] == "box: not usable"
     missing = atelier("remote", "check", "nope", home=home)
     assert missing.returncode == 2 and "no [executors.nope] table" in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_evaluator_profiles_a_confined_candidate_over_ssh(remote, toy, home):
+    run = create(replace(load(str(toy)), executor="cuda_remote:box"), Options(policy="ralph"), Store())
+    try:
+        found, saved = profile(run, 1, run.workspace.path)
+    finally:
+        run.executor.close()
+    tool = "cProfile (torch.profiler saw no torch operator)"  # the toy stack is MLX
+    assert (found.tool, found.ok) == (tool, True), found.summary
+    there = remote.where(run.dir / "profiles" / "round-1" / "candidate" / "torch.txt")
+    text = saved.read_text()
+    assert text.startswith(f"# {tool}, candidate of round 1\nfull report (cuda_remote:box): {there}\n")
+    assert "Ordered by: internal time" in text and "decode.py" in there.read_text()
+
+
+def test_remote_check_reports_the_gpu_and_nsys(gpu_box, tmp_path, monkeypatch, home):
+    configure(gpu_box, tmp_path, monkeypatch)
+    result = atelier("remote", "check", "box", home=home)
+    gpu = "NVIDIA H100 80GB HBM3 ×2, 81559 MiB, driver 550.54.15, CUDA 12.4, 700.00 W limit"
+    assert re.search(rf"^ok +GPU +{re.escape(gpu)}$", result.stdout, re.M), result.stdout
+    assert re.search(r"^ok +nsys +NVIDIA Nsight Systems version 2024\.2\.1", result.stdout, re.M)
 
 
 @pytest.mark.slow

@@ -24,7 +24,9 @@ SYSTEM = {
     ),
     "evaluator": (
         "You are the Performance Evaluator of Atelier. The numbers are measured and final; you explain them: "
-        "the metric that matters, the likely bottleneck, and concrete hints for the next change. Call submit once."
+        "the metric that matters, the likely bottleneck, and concrete hints for the next change. Ground them in "
+        "the hardware facts (GPU, memory, clocks, power limit) and, when the numbers alone do not show the "
+        "bottleneck, in a profile of the candidate (the profile tool). Call submit once."
     ),
     "orchestrator": (
         "You are the Orchestrator of Atelier. Each round you pick one open issue from the backlog for the "

@@ -1,6 +1,7 @@
 """The inner loop's LLM roles: an Implementer, the Judge's review after the deterministic checks, and the
 Evaluator's reading of the measurement. Each runs one fresh Session and turns its submit into the loop's types."""
 
+import json
 import shlex
 from pathlib import Path
 
@@ -97,6 +98,12 @@ def _uncited(root: Path, submitted: dict) -> str | None:
     return None
 
 
+def hardware(run: ActiveRun) -> str:
+    file = run.dir / "hardware.json"
+    facts = json.loads(file.read_text()) if file.exists() else {}
+    return "\n".join(f"{k}: {v}" for k, v in facts.items())
+
+
 class LLMEvaluator:
     """Reads a finished measurement: bottleneck and hints for the record; the numbers and acceptance stay."""
 
@@ -106,10 +113,9 @@ class LLMEvaluator:
     def advise(self, run: ActiveRun, n: int, measurement: Measurement, diff: str) -> list[str]:
         m = measurement
         numbers = f"{m.summary}\ncandidate repeats: {m.candidate}\nincumbent repeats: {m.incumbent}\nother: {m.extra}"
-        hardware = run.dir / "hardware.json"
         user = context(
             ("Measurement", numbers),
-            ("Hardware", hardware.read_text() if hardware.exists() else ""),
+            ("Hardware where the benchmark ran", hardware(run)),
             ("Diff of this round", cut(diff, MAX_DIFF)),
         )
         submitted = Session(run, n, "evaluator", self.config, run.workspace.path).submit(SYSTEM["evaluator"], user)

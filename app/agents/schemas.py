@@ -73,6 +73,12 @@ TOOLS = {
         "Run a shell command in the workspace; output is cut to its tail.",
         _object(["command"], command=TEXT, timeout_s={"type": "number", "minimum": 1, "maximum": 600}),
     ),
+    "profile": (
+        "Run the candidate's benchmark once more under a profiler (nsys where the host has it, else torch.profiler, "
+        "cProfile for MLX) and read the summary: top kernels and API calls, or top functions, by time. It takes "
+        "about one benchmark run and never changes the measured numbers.",
+        _object([]),
+    ),
     "list_skills": ("The skills that apply to this target's backend.", _object([])),
     "read_skill": ("Read one skill's instructions.", _object(["name"], name=TEXT)),
 }
@@ -81,7 +87,7 @@ READ_ONLY = ("list", "read", "search", "list_skills", "read_skill")
 ROLE_TOOLS = {
     "implementer": (*READ_ONLY, "write", "edit", "run"),
     "judge": READ_ONLY,
-    "evaluator": READ_ONLY,
+    "evaluator": (*READ_ONLY, "profile"),
     "orchestrator": READ_ONLY,
 }
 

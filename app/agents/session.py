@@ -34,7 +34,7 @@ class Session:
         """The role's validated submit arguments; RoleError when the model cannot produce them."""
         redact = Redactor(self.config.secrets())
         transcript = Transcript(transcript_path(self.run.dir, self.n, self.role), redact)
-        tools = Toolbox(self.run, self.root)
+        tools = Toolbox(self.run, self.root, self.n)
         client = self._client()
         messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         invalid = 0

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import skills
+from app.evaluator import profile
 from app.run import ActiveRun
 from app.sandbox import SandboxError
 from app.store import home
@@ -24,6 +25,7 @@ class ToolError(Exception):
 class Toolbox:
     run: ActiveRun
     root: Path
+    n: int = 0
 
     def call(self, name: str, args: dict) -> str:
         return getattr(self, f"tool_{name}")(**args)
@@ -82,6 +84,10 @@ class Toolbox:
             raise ToolError(f"commands cannot run: {e}") from e
         status = f"timed out after {timeout_s:g} s" if result.timed_out else f"exit code {result.exit_code}"
         return f"{status}\n{cut(result.output)}"
+
+    def tool_profile(self) -> str:
+        found, saved = profile(self.run, self.n, self.root)
+        return f"{found.tool} (saved as {saved}):\n{cut(found.summary)}"
 
     def shown(self) -> tuple[Path, ...]:
         """What an agent's commands see of Atelier's home: the read-only inputs and the model, never the reference

@@ -1,4 +1,5 @@
-"""A round's agent transcripts (runs/<id>/transcripts/round-N/<role>.jsonl) as readable text: each message once."""
+"""A round's agent transcripts (runs/<id>/transcripts/round-N/<role>.jsonl) as readable text: each message once,
+then the Evaluator's profiles of the round (runs/<id>/profiles/round-N/<side>.txt)."""
 
 import json
 from pathlib import Path
@@ -10,7 +11,9 @@ ROLES = ("orchestrator", "implementer", "judge", "evaluator")
 def text(run_dir: Path, n: int) -> str:
     folder = run_dir / "transcripts" / f"round-{n}"
     files = sorted(folder.glob("*.jsonl"), key=lambda p: (ROLES.index(p.stem) if p.stem in ROLES else 9, p.stem))
-    return "\n\n".join(role(path) for path in files)
+    profiles = sorted((run_dir / "profiles" / f"round-{n}").glob("*.txt"))
+    shown = [f"━━ profile: {p} ━━\n{p.read_text(errors='replace')}" for p in profiles]
+    return "\n\n".join([role(path) for path in files] + shown)
 
 
 def role(path: Path) -> str:

@@ -10,8 +10,9 @@ MIN_FREE_GIB = 20
 PROBE = """
 py={python}
 echo "python=$("$py" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null)"
-echo "torch=$("$py" -c 'import torch; print(torch.__version__, torch.cuda.is_available())' 2>/dev/null)"
-echo "gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+echo "torch=$("$py" -c 'import torch, importlib.util as u
+print(torch.__version__, torch.cuda.is_available(), bool(u.find_spec("torch.profiler")))' 2>/dev/null)"
+echo "nsys=$(nsys --version 2>/dev/null | head -1)"
 echo "free_kib=$(df -Pk {root} | tail -1 | awk '{{print $4}}')"
 echo "writable=$(touch {root}/.atelier-probe 2>/dev/null && rm {root}/.atelier-probe && echo yes)"
 echo "bwrap=$(bwrap --ro-bind / / --dev /dev --proc /proc --unshare-net -- true 2>/dev/null && echo works)"
@@ -43,16 +44,27 @@ def check(executor: RemoteExecutor) -> list[Finding]:
     root = executor.root
     facts = dict(
         line.partition("=")[::2]
-        for line in ssh.text(PROBE.format(python=shlex.quote(r.python), root=root)).splitlines()
+        for line in executor.shell(PROBE.format(python=shlex.quote(r.python), root=root)).splitlines()
         if "=" in line
     )
-    return found + _findings(executor, facts)
+    return found + _findings(executor, facts, executor.hardware())
 
 
-def _findings(executor: RemoteExecutor, facts: dict[str, str]) -> list[Finding]:
+def gpu(facts: dict[str, str]) -> str:
+    """The GPU line from the hardware facts; what nvidia-smi said when there is none."""
+    if facts["gpu"].startswith("none"):
+        return facts["gpu"]
+    count = f" ×{facts['gpu_count']}" if facts.get("gpu_count", "1") != "1" else ""
+    return (
+        f"{facts['gpu']}{count}, {facts['gpu_memory_total_mib']} MiB, driver {facts['driver']}, "
+        f"CUDA {facts['cuda']}, {facts['power_limit_w']} W limit"
+    )
+
+
+def _findings(executor: RemoteExecutor, facts: dict[str, str], hardware: dict[str, str]) -> list[Finding]:
     r, host = executor.remote, executor.ssh.host
     config = f"python in [executors.{r.name}]"
-    torch, _, cuda = facts.get("torch", "").partition(" ")
+    torch, cuda, profiler = (facts.get("torch", "").split() + ["", "", ""])[:3]
     free = int(facts["free_kib"]) / 2**20 if facts.get("free_kib", "").isdigit() else 0.0
     local_rsync = shutil.which("rsync")
     return [
@@ -68,8 +80,14 @@ def _findings(executor: RemoteExecutor, facts: dict[str, str]) -> list[Finding]:
         Finding("torch", bool(torch), torch or "not importable", f"{r.python} -m pip install torch on {host}"),
         Finding("CUDA", cuda == "True", "torch sees CUDA" if cuda == "True" else "torch sees no CUDA device",
                 "install a CUDA build of torch and the NVIDIA driver"),
-        Finding("GPU", bool(facts.get("gpu")), facts.get("gpu") or "nvidia-smi found no GPU",
+        Finding("GPU", not hardware["gpu"].startswith("none"), gpu(hardware),
                 "install the NVIDIA driver (nvidia-smi must list the GPU)"),
+        Finding("nsys", bool(facts.get("nsys")), facts.get("nsys") or "not found (profiles use torch.profiler)",
+                f"install Nsight Systems (the CUDA toolkit's nsight-systems package) on {host} and put nsys on "
+                f"PATH, or set PATH in [executors.{r.name}.env]"),
+        Finding("profiler", profiler == "True",
+                "torch.profiler importable" if profiler == "True" else "no torch.profiler (profiles use cProfile)",
+                f"{r.python} -m pip install torch on {host}"),
         Finding("sandbox", facts.get("bwrap") == "works", "bubblewrap works" if facts.get("bwrap") else "no bwrap",
                 "apt-get install bubblewrap (and allow unprivileged user namespaces)"),
     ]  # fmt: skip

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from app.sandbox import SandboxError
 from app.store import home
+from backends import nvidia, profiler
 from backends.cuda_remote import config, confine, digest, job
 from backends.cuda_remote.ssh import HostDown, Ssh
-from backends.executor import CommandResult, ExecutorError, Sandbox
+from backends.executor import CommandResult, ExecutorError, Profile, Sandbox
 
 OUTPUT_LINES = 2000
 DIGEST = Path(digest.__file__).read_bytes()
-GPU_QUERY = "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader"
 FACTS = (
-    f"{GPU_QUERY} 2>/dev/null; echo --; uname -m; nproc; grep -m1 'model name' /proc/cpuinfo | cut -d: -f2; "
+    f"{nvidia.SCRIPT}; uname -m; nproc; grep -m1 'model name' /proc/cpuinfo | cut -d: -f2; "
     "grep -m1 MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2"
 )
 q = shlex.quote
@@ -36,6 +36,7 @@ class RemoteExecutor:
         self.reaped: set[str] = set()
         self.unconfinable: str | None = None
         self.sent: list[str] = []
+        self.nsys: bool | None = None
         self._root = ""
 
     @property
@@ -127,8 +128,29 @@ class RemoteExecutor:
             problems += [f"{c} on {self.ssh.host}" for c in changed]
         return problems
 
+    def shell(self, script: str) -> str:
+        """A probe's output, with the executor's env set (a PATH there finds nvidia-smi and nsys as commands do)."""
+        exports = "".join(f"export {q(f'{k}={v}')}; " for k, v in self.remote.env.items())
+        return self.ssh.text(exports + script)
+
+    def profile(
+        self,
+        command: list[str],
+        cwd: Path,
+        out: Path,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> Profile:
+        """nsys when the host has it on its PATH (with the executor's env), else torch.profiler; the raw report
+        stays on the host, in out's remote copy."""
+        if self.nsys is None:
+            self.nsys = bool(self.shell("command -v nsys || true").strip())
+        tool = "nsys" if self.nsys else "torch"
+        return profiler.run(self, tool, command, cwd, out, timeout, env, sandbox)
+
     def hardware(self) -> dict[str, str]:
-        facts = described(self.ssh.host, self.ssh.text(FACTS))
+        facts = described(self.ssh.host, self.shell(FACTS))
         if self.ssh.checking() != "yes":
             facts["host_key_check"] = f"StrictHostKeyChecking {self.ssh.checking()} (from your ssh config)"
         return facts
@@ -194,17 +216,12 @@ class RemoteExecutor:
 
 
 def described(host: str, text: str) -> dict[str, str]:
-    """Hardware facts from FACTS' output: the GPUs nvidia-smi lists, else the CPU and a note that no GPU was found."""
-    gpus, _, cpu = text.partition("--\n")
+    """Hardware facts from FACTS' output: the CPU, and the GPUs nvidia-smi lists or why there are none."""
+    gpus, _, cpu = text.rpartition("--\n")
     machine, cores, processor, memory = (cpu.splitlines() + ["?"] * 4)[:4]
     facts = {"host": host, "machine": machine, "processor": processor.strip(), "cores": cores}
     facts["memory_gib"] = f"{int(memory) / 2**20:.1f}" if memory.isdigit() else "?"
-    rows = [[v.strip() for v in line.split(",")] for line in gpus.splitlines() if line.count(",") == 3]
-    if not rows:
-        return {**facts, "gpu": f"none found: nvidia-smi gave no GPU on {host}"}
-    name, memory_total, driver, clock = rows[0]
-    gpu = {"gpu": name, "gpus": str(len(rows)), "gpu_memory": memory_total, "driver": driver}
-    return {**facts, **gpu, "sm_clock_max": clock}
+    return {**facts, **nvidia.facts(gpus)}
 
 
 def _resume(env: dict[str, str] | None) -> str:

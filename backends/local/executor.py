@@ -1,3 +1,7 @@
+import shutil
+import subprocess
+
+from backends import nvidia
 from backends.mlx.executor import LocalExecutor
 
 
@@ -6,11 +10,16 @@ class TorchExecutor(LocalExecutor):
 
     kind = "local"
 
+    @property
+    def profiler(self) -> str:  # type: ignore[override]
+        return "nsys" if shutil.which("nsys") else "torch"
+
     def hardware(self) -> dict[str, str]:
         import torch
 
         facts = {k: v for k, v in super().hardware().items() if not k.startswith("mlx")}
         facts["torch_version"] = torch.__version__
         facts["torch_threads"] = str(torch.get_num_threads())
-        facts["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-        return facts
+        facts["torch_cuda"] = torch.version.cuda or "none (a CPU build)"
+        out = subprocess.run(["sh", "-c", nvidia.SCRIPT], capture_output=True, text=True, timeout=60)
+        return {**facts, **nvidia.facts(out.stdout.rpartition("--\n")[0])}

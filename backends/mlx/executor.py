@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.sandbox import SandboxError, environment, wrap
-from backends.executor import CommandResult, Sandbox
+from backends import profiler
+from backends.executor import CommandResult, Profile, Sandbox
 
 OUTPUT_LINES = 2000
 
@@ -28,6 +29,7 @@ class LocalExecutor:
 
     kind = "mlx"
     python = sys.executable
+    profiler = "cProfile"
 
     def sync(self, workspace: Path) -> Path:
         return workspace
@@ -82,6 +84,17 @@ class LocalExecutor:
             proc.wait()
         reader.join(timeout=5)
         return CommandResult(command, proc.returncode, "\n".join(lines), time.monotonic() - start, timed_out)
+
+    def profile(
+        self,
+        command: list[str],
+        cwd: Path,
+        out: Path,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> Profile:
+        return profiler.run(self, self.profiler, command, cwd, out, timeout, env, sandbox)
 
     def hardware(self) -> dict[str, str]:
         facts = {"machine": platform.machine(), "system": platform.system(), "processor": _processor()}
