@@ -1,7 +1,6 @@
 """The TUI driven with Pilot against real offline-tuner runs on the toy target, and against a fixed store."""
 
 import asyncio
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -18,18 +17,10 @@ from app.tui.dialogs import Confirm, Help
 from app.tui.launch import LaunchScreen
 from app.tui.run import RunScreen
 from app.tui.runs import RunsScreen
-from conftest import TOY, atelier
+from conftest import atelier
 from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
 
 SIZE = (140, 40)
-
-
-@pytest.fixture(scope="session")
-def toy_bundle(tmp_path_factory, toy_model) -> Path:
-    bundle = tmp_path_factory.mktemp("tui") / "toy"
-    shutil.copytree(TOY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(toy_model, bundle / "model")
-    return bundle
 
 
 @pytest.fixture(scope="session")

@@ -86,8 +86,27 @@ def fixture_store(home: Path, monkeypatch, extra_runs: int = 0) -> Path:
     return home / "atelier.db"
 
 
+CONFIG = """\
+[llm]
+base_url = "https://llm.example/v1"
+model = "big-model"
+api_key_env = "BIG_KEY"
+
+[roles.judge]
+model = "small-model"
+
+[executors.gpu1]
+host = "gpu1.example"
+
+[executors.gpu2]
+host = "gpu2.example"
+"""
+
+
 @pytest.fixture
 def stable(tmp_path, monkeypatch) -> Path:
+    (tmp_path / "config.toml").write_text(CONFIG)
+    monkeypatch.setenv("ATELIER_CONFIG", str(tmp_path / "config.toml"))
     return fixture_store(tmp_path / "home", monkeypatch)
 
 
@@ -140,6 +159,7 @@ def test_launch_screen(stable, snap_compare):
     async def launch(pilot):
         await settle(pilot)
         await pilot.press("n")
+        pilot.app.screen.query_one("#policy").value = "issues"
         await settle(pilot)
 
     assert snap_compare(app_for(stable), terminal_size=SIZE, run_before=launch)

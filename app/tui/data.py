@@ -153,32 +153,61 @@ def settings_at(run: Run, commit: str | None) -> dict:
         return {}
 
 
-def launch(target: str, policy: str, limits: dict[str, str]) -> tuple[int, Path]:
-    """`python -m app run TARGET …` in its own session, so it outlives the TUI; output goes to a log file."""
+def launch(
+    target: str, policy: str, limits: dict[str, str], executor: str = "", settings: dict | None = None
+) -> tuple[int, Path]:
+    """`python -m app run TARGET …` in its own session, so it outlives the TUI; output goes to a log file. With
+    settings, the run reads them as its config (ATELIER_CONFIG), a file kept beside the log for resuming."""
     logs = home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     args = [sys.executable, "-m", "app", "run", target, "--policy", policy]
+    if executor:
+        args += ["--executor", executor]
     for key, value in limits.items():
         if value:
             args += [f"--{key.replace('_', '-')}", value]
-    return _spawn(args, log), log
+    env = dict(os.environ)
+    if settings is not None:
+        env["ATELIER_CONFIG"] = str(_write_config(log.with_suffix(".config.toml"), settings))
+    return _spawn(args, log, env), log
+
+
+def _write_config(path: Path, settings: dict) -> Path:
+    import tomlkit
+
+    path.touch(mode=0o600)
+    path.write_text(tomlkit.dumps(settings))
+    return path
+
+
+def launched_with(run_id: str) -> Path | None:
+    """The per-launch config a run was started with from the TUI: the one beside the log that names the run."""
+    for log in sorted((home() / "logs").glob("launch-*.log"), reverse=True):
+        conf = log.with_suffix(".config.toml")
+        if conf.exists() and f"run {run_id} in " in log.read_text(errors="replace")[:20000]:
+            return conf
+    return None
 
 
 def resume(run_id: str) -> tuple[int, Path]:
     logs = home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"resume-{run_id}-{int(time.time())}.log"
-    return _spawn([sys.executable, "-m", "app", "resume", run_id], log), log
+    env = dict(os.environ)
+    if conf := launched_with(run_id):
+        env["ATELIER_CONFIG"] = str(conf)
+    return _spawn([sys.executable, "-m", "app", "resume", run_id], log, env), log
 
 
-def _spawn(args: list[str], log: Path) -> int:
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> int:
     import subprocess
 
     with log.open("w") as out:
         proc = subprocess.Popen(
-            args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     return proc.pid
 
 
