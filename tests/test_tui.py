@@ -104,7 +104,10 @@ def test_steer_export_and_revert_a_real_run(finished, monkeypatch, tmp_path):
         await until(pilot, lambda: screen.query_one("#rounds").row_count == 2)
         await pilot.press("t", *"try a bigger batch", "enter")
         await until(pilot, lambda: control.notes(store, run_id) == ["try a bigger batch"], what="the note")
-        await until(pilot, lambda: "try a bigger batch" in screen.shown_memory, what="the note shown")
+        screen.query_one("#tabs").active = "tab-memory"
+        memory = screen.query_one("#memory")
+        await until(pilot, lambda: "try a bigger batch" in memory.source, what="the note shown")
+        screen.query_one("#tabs").active = "tab-rounds"
         await pilot.press("e", "enter")
         readme = tmp_path / f"atelier-{run_id}" / "README.md"
         await until(pilot, readme.exists, timeout=60, what="the export")
@@ -121,6 +124,7 @@ def test_steer_export_and_revert_a_real_run(finished, monkeypatch, tmp_path):
     assert store.run(run_id).best_commit == first.commit_sha
 
 
+@pytest.mark.slow
 def test_launch_watch_pause_resume_stop_and_resume_a_live_run(toy_bundle, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("ATELIER_HOME", str(home))
@@ -244,17 +248,18 @@ def test_missing_old_and_locked_stores_read_as_messages(tmp_path):
         holder.close()
 
 
-def test_starts_fast_with_fifty_runs(tmp_path, monkeypatch):
+def test_lists_fifty_runs(tmp_path, monkeypatch):
+    """How fast is `atelier bench tui`'s job; here only that all fifty arrive, in order, and a filter narrows them."""
     db = fixture_store(tmp_path / "home", monkeypatch, extra_runs=47)
-    took: list[float] = []
-    started = time.monotonic()
 
     async def script(pilot):
-        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 50)
-        took.append(time.monotonic() - started)
+        table = pilot.app.screen.query_one("#runs")
+        await until(pilot, lambda: table.row_count == 50, what="fifty runs listed")
+        assert cell(table, 0, 1) == "toy-20260921-153320-e5f6" and cell(table, 49, 1) == "toy-20260920-000046-0000"
+        await pilot.press("slash", *"000046")
+        assert table.row_count == 1 and "1 of 50 runs" in str(pilot.app.screen.query_one("#runs-summary").content)
 
-    drive(AtelierApp(db), script)
-    assert took[0] < 2.0, f"the runs screen took {took[0]:.2f} s with 50 runs"
+    drive(AtelierApp(db, poll=0.3), script)
 
 
 def test_tui_command_and_headless_no_args(tmp_path):
@@ -281,6 +286,7 @@ def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
         await pilot.pause()
         screen = pilot.app.screen
         backlog, said = screen.query_one("#backlog"), screen.query_one("#transcripts")
+        screen.query_one("#tabs").active = "tab-backlog"
         await until(pilot, lambda: backlog.row_count == 2, what="the backlog")
         assert [cell(backlog, 0, i) for i in (0, 1)] == ["#1", "done"]
         assert [cell(backlog, 1, i) for i in (1, 2, 3)] == ["open", "compile the forward", "orchestrator"]

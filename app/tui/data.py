@@ -1,4 +1,5 @@
-"""What the TUI reads from the store and the run folders. Called from worker threads, never the UI thread."""
+"""What the TUI reads from the store and the run folders. Called from worker threads, never the UI thread. git and
+the run machinery are imported on first use, off the path of the TUI's startup."""
 
 import json
 import os
@@ -9,10 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import git
-
-from app import control
-from app.run import alive
 from app.store import Issue, Round, Run, Store, StoreError, gain, home
 from app.target import ROOT
 
@@ -87,6 +84,8 @@ def _runs(store: Store) -> list[RunRow]:
 
 
 def _detail(store: Store, run_id: str, after: int) -> RunDetail:
+    from app import control
+
     run = store.run(run_id)
     rounds = store.rounds(run.id)
     row = RunRow(run, status(run), len(rounds), sum(u["cost"] or 0 for u in store.usage(run.id)))
@@ -105,6 +104,8 @@ def _detail(store: Store, run_id: str, after: int) -> RunDetail:
 
 def status(run: Run) -> str:
     """The stored status, except that a live status whose process is gone reads `interrupted`."""
+    from app.run import alive
+
     if run.status in LIVE and not alive(run.pid):
         return "interrupted"
     return run.status
@@ -123,6 +124,8 @@ def ratio_to_previous(rounds: list[Round], direction: str, baseline: float | Non
 
 def diff(run: Run, r: Round) -> str:
     """The round's change: its commit (accepted) or refs/atelier/rejected/<n>, against its start commit."""
+    import git
+
     try:
         repo = git.Repo(run.path / "workspace")
         commit = r.commit_sha or _ref(repo, f"refs/atelier/rejected/{r.n}")
@@ -133,7 +136,9 @@ def diff(run: Run, r: Round) -> str:
         return f"(cannot read the diff: {e})"
 
 
-def _ref(repo: git.Repo, name: str) -> str | None:
+def _ref(repo, name: str) -> str | None:
+    import git
+
     try:
         return repo.commit(name).hexsha
     except (git.BadName, ValueError):
@@ -144,9 +149,11 @@ def settings_at(run: Run, commit: str | None) -> dict:
     """Knob defaults in the stack at `commit`: what the best stack is set to."""
     if not commit:
         return {}
-    try:
-        import tomllib
+    import tomllib
 
+    import git
+
+    try:
         text = git.Repo(run.path / "workspace").git.show(f"{commit}:atelier.knobs.toml")
         return {k: v.get("default") for k, v in tomllib.loads(text).items() if isinstance(v, dict)}
     except (git.GitError, OSError, ValueError):
