@@ -11,6 +11,7 @@ from test_tui_snapshots import fixture_store
 from app import control
 from app.cli import cmd_tui, parser
 from app.store import Store
+from app.tui import data
 from app.tui.app import AtelierApp
 from app.tui.compare import CompareScreen
 from app.tui.dialogs import Confirm, Help
@@ -198,6 +199,27 @@ def test_delete_asks_first(tmp_path, monkeypatch):
     drive(AtelierApp(db, poll=0.2), script)
     assert [r.id for r in Store(db).runs()] == ["toy-20260921-153320-e5f6", "toy-20260921-143320-c3d4"]
     assert not (tmp_path / "home" / "runs" / "toy-20260921-133320-a1b2").exists()
+
+
+def test_resume_and_open_from_the_runs_screen(tmp_path, monkeypatch):
+    db = fixture_store(tmp_path / "home", monkeypatch)
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(data, "_spawn", lambda args, log, env: spawned.append(args[3:]) or 4242)
+
+    async def script(pilot):
+        app = pilot.app
+        table = app.screen.query_one("#runs")
+        await until(pilot, lambda: table.row_count == 3)
+        assert [cell(table, i, 5) for i in range(3)] == ["failed", "interrupted", "done"]
+        await pilot.press("down", "r")
+        assert spawned == [["resume", "toy-20260921-143320-c3d4"]]
+        await pilot.press("down", "r")
+        assert len(spawned) == 1 and isinstance(app.screen, RunsScreen)
+        await pilot.press("o")
+        assert isinstance(app.screen, RunScreen) and app.screen.run_id == "toy-20260921-133320-a1b2"
+
+    drive(AtelierApp(db, poll=0.2), script)
 
 
 def test_compare_needs_two_marked_runs(tmp_path, monkeypatch):

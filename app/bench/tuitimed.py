@@ -21,6 +21,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from textual.app import App  # noqa: E402
+from textual.widgets import DataTable, Log, TabbedContent  # noqa: E402
 
 from app.bench.tuibench import BEAT_S, SETTLE_S, TABS  # noqa: E402
 from app.tui.app import AtelierApp  # noqa: E402
@@ -77,7 +78,7 @@ class Timed(AtelierApp):
     def beat(self) -> None:
         screen = self.screen
         if not self.listed:
-            if isinstance(screen, RunsScreen) and screen.query_one("#runs").row_count == self.runs:
+            if isinstance(screen, RunsScreen) and screen.query_one("#runs", DataTable).row_count == self.runs:
                 self.listed = True
                 self.call_after_refresh(self.drawn)
         elif isinstance(screen, RunScreen) and screen.detail is not None:
@@ -87,13 +88,13 @@ class Timed(AtelierApp):
             self.figures.setdefault("rounds_before", len(screen.detail.rounds))
             if self.heart.beat(TABS[(self.tab - 1) % len(TABS)] if self.mode == "keys" else f"tab-{self.mode}"):
                 self.figures["rounds_after"] = len(screen.detail.rounds)
-                self.figures["events_shown"] = len(screen.query_one("#events").lines)
+                self.figures["events_shown"] = len(screen.query_one("#events", Log).lines)
                 self.finish()
             elif self.mode == "keys" and time.perf_counter() >= self.next_switch:
                 self.next_switch = time.perf_counter() + 1.0
-                screen.query_one("#tabs").active = TABS[self.tab % len(TABS)]
+                screen.query_one("#tabs", TabbedContent).active = TABS[self.tab % len(TABS)]
                 self.tab += 1
-                screen.query_one("#rounds").action_cursor_down()
+                screen.query_one("#rounds", DataTable).action_cursor_down()
 
     def drawn(self) -> None:
         self.figures["listed"] = time.time()
@@ -126,5 +127,7 @@ if __name__ == "__main__":
     out, mode, runs, *rest = sys.argv[1:]
     if mode == "bare":
         Bare(Path(out), float(rest[1])).run()
+    elif mode == "startup":
+        Timed(Path(out), mode, int(runs)).run()
     else:
-        Timed(Path(out), mode, int(runs), *rest[:1], *map(float, rest[1:])).run()
+        Timed(Path(out), mode, int(runs), rest[0], float(rest[1])).run()

@@ -42,14 +42,14 @@ def load() -> Choices:
         for r in remote.configured():
             executors.append((f"{r.name}: {r.user + '@' if r.user else ''}{r.host} over SSH", f"cuda_remote:{r.name}"))
         llm = config.load(path)
-    except ConfigError as e:
-        return Choices(path, executors[:2], problem=str(e))
+    except ConfigError as error:
+        return Choices(path, executors[:2], problem=str(error))
     if llm is None:
         return Choices(path, executors)
     endpoints: dict[str, config.Endpoint] = {}
-    for name, e in {"llm": llm.llm, **{f"roles.{r}": e for r, e in llm.roles.items()}}.items():
-        if e not in endpoints.values():
-            endpoints[name] = e
+    for name, endpoint in {"llm": llm.llm, **{f"roles.{r}": e for r, e in llm.roles.items()}}.items():
+        if endpoint not in endpoints.values():
+            endpoints[name] = endpoint
     defaults = {role: next(n for n, e in endpoints.items() if e == llm.endpoint(role)) for role in config.ROLES}
     return Choices(path, executors, endpoints, defaults)
 
