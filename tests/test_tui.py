@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from test_tui_snapshots import fixture_store
+from textual.app import App
+from textual.widgets import DataTable
 
 from app import control
 from app.cli import cmd_tui, parser
@@ -18,6 +20,7 @@ from app.tui.dialogs import Confirm, Help
 from app.tui.launch import LaunchScreen
 from app.tui.run import RunScreen
 from app.tui.runs import RunsScreen
+from app.tui.tables import sync
 from conftest import atelier
 from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
 
@@ -282,6 +285,26 @@ def test_lists_fifty_runs(tmp_path, monkeypatch):
         assert table.row_count == 1 and "1 of 50 runs" in str(pilot.app.screen.query_one("#runs-summary").content)
 
     drive(AtelierApp(db, poll=0.3), script)
+
+
+def test_tables_update_in_place_and_widen_for_longer_cells():
+    class One(App):
+        def compose(self):
+            yield DataTable()
+
+    async def script(pilot):
+        table = pilot.app.query_one(DataTable)
+        table.add_columns("round", "verdict")
+        first = [("1", "running")]
+        assert not sync(table, [], first)
+        then = [("1", "accepted"), ("2", "running")]
+        assert not sync(table, first, then)
+        await pilot.pause()
+        assert [cell(table, i, 1) for i in (0, 1)] == ["accepted", "running"]
+        assert table.ordered_columns[1].content_width == len("accepted")
+        assert sync(table, then, [("2", "running")]) and table.row_count == 1
+
+    drive(One(), script)
 
 
 def test_tui_command_and_headless_no_args(tmp_path):

@@ -49,6 +49,9 @@ class AtelierApp(App):
         gc.collect()
         gc.freeze()
 
+    def on_unmount(self) -> None:
+        gc.unfreeze()
+
     def action_help(self) -> None:
         if not isinstance(self.screen, Help):
             self.push_screen(Help())

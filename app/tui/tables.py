@@ -14,7 +14,7 @@ def sync(table: DataTable, old: list[tuple], new: list[tuple], key: int = 0) -> 
     for y, (before, after) in enumerate(zip(old, new, strict=False)):
         for x, (a, b) in enumerate(zip(before, after, strict=True)):
             if a != b:
-                table.update_cell_at(Coordinate(y, x), b)
+                table.update_cell_at(Coordinate(y, x), b, update_width=True)
     for row in new[len(old) :]:
         table.add_row(*row, key=row[key])
     return rebuilt
