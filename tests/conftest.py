@@ -45,6 +45,15 @@ def toy(tmp_path, toy_model) -> Path:
     return bundle
 
 
+@pytest.fixture(scope="session")
+def toy_bundle(tmp_path_factory, toy_model) -> Path:
+    """One toy bundle with its model, shared by the session's tests that only read it."""
+    bundle = tmp_path_factory.mktemp("toy-bundle") / "toy"
+    shutil.copytree(TOY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(toy_model, bundle / "model")
+    return bundle
+
+
 @pytest.fixture
 def baselined(toy, home):
     """A toy run with its baseline measured, ready for rounds."""

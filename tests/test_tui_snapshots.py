@@ -48,6 +48,28 @@ def workspace(run_dir: Path, run_id: str) -> tuple[str, str, str]:
     return seed, accepted, rejected
 
 
+def transcripts(folder: Path) -> None:
+    """Round 1's agent transcripts as the agents write them: requests, responses with tool calls, an event."""
+    folder.mkdir(parents=True)
+    system = {"role": "system", "content": "You are the Implementer. Change the stack to do the task; then submit."}
+    task = {"role": "user", "content": "Task: keep keys and values between decoding steps (cache=kv)."}
+    edit = {"function": {"name": "edit", "arguments": '{"path": "atelier.knobs.toml", "old": "none", "new": "kv"}'}}
+    said = {"role": "assistant", "content": "The knob file sets the cache; I switch it to kv.", "tool_calls": [edit]}
+    done = {"function": {"name": "submit", "arguments": '{"summary": "cache=kv"}'}}
+    implementer = [
+        {"ts": T0, "kind": "request", "messages": [system, task]},
+        {"ts": T0 + 1, "kind": "response", "choices": [{"message": said}]},
+        {"ts": T0 + 2, "kind": "request", "messages": [system, task, said, {"role": "tool", "content": "edited"}]},
+        {"ts": T0 + 3, "kind": "response", "choices": [{"message": {"role": "assistant", "tool_calls": [done]}}]},
+    ]
+    orchestrator = [
+        {"ts": T0, "kind": "request", "messages": [{"role": "user", "content": "Pick the next issue."}]},
+        {"ts": T0 + 1, "kind": "event", "message": "picked issue #1"},
+    ]
+    for role, entries in (("implementer", implementer), ("orchestrator", orchestrator)):
+        (folder / f"{role}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
 def fixture_store(home: Path, monkeypatch, extra_runs: int = 0) -> Path:
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
@@ -58,6 +80,7 @@ def fixture_store(home: Path, monkeypatch, extra_runs: int = 0) -> Path:
     run_dir = home / "runs" / main_id
     seed, accepted, rejected = workspace(run_dir, main_id)
     (run_dir / "memory.md").write_text("# Memory\n\n- cache=kv: 3x faster decoding\n- compile: no gain\n")
+    transcripts(run_dir / "transcripts" / "round-1")
     store.add_run(run_row(main_id, run_dir, 0, best_commit=accepted))
     rounds = [
         (1, "cache=kv", "accepted", 0.3, "decode_s 0.3 vs 0.9 (3.000×, beyond the ±5.0% noise band)"),
@@ -86,8 +109,27 @@ def fixture_store(home: Path, monkeypatch, extra_runs: int = 0) -> Path:
     return home / "atelier.db"
 
 
+CONFIG = """\
+[llm]
+base_url = "https://llm.example/v1"
+model = "big-model"
+api_key_env = "BIG_KEY"
+
+[roles.judge]
+model = "small-model"
+
+[executors.gpu1]
+host = "gpu1.example"
+
+[executors.gpu2]
+host = "gpu2.example"
+"""
+
+
 @pytest.fixture
 def stable(tmp_path, monkeypatch) -> Path:
+    (tmp_path / "config.toml").write_text(CONFIG)
+    monkeypatch.setenv("ATELIER_CONFIG", str(tmp_path / "config.toml"))
     return fixture_store(tmp_path / "home", monkeypatch)
 
 
@@ -127,7 +169,7 @@ def test_diff_screen(stable, snap_compare):
     assert snap_compare(app_for(stable), terminal_size=SIZE, run_before=diff)
 
 
-def test_transcripts_placeholder(stable, snap_compare):
+def test_transcripts_screen(stable, snap_compare):
     async def transcripts(pilot):
         await open_run(pilot)
         pilot.app.screen.query_one("#tabs").active = "tab-transcripts"
@@ -136,10 +178,20 @@ def test_transcripts_placeholder(stable, snap_compare):
     assert snap_compare(app_for(stable), terminal_size=SIZE, run_before=transcripts)
 
 
+def test_memory_screen(stable, snap_compare):
+    async def memory(pilot):
+        await open_run(pilot)
+        pilot.app.screen.query_one("#tabs").active = "tab-memory"
+        await settle(pilot)
+
+    assert snap_compare(app_for(stable), terminal_size=SIZE, run_before=memory)
+
+
 def test_launch_screen(stable, snap_compare):
     async def launch(pilot):
         await settle(pilot)
         await pilot.press("n")
+        pilot.app.screen.query_one("#policy").value = "issues"
         await settle(pilot)
 
     assert snap_compare(app_for(stable), terminal_size=SIZE, run_before=launch)

@@ -1,6 +1,7 @@
 """The Atelier terminal UI: runs, a run, launch, compare. It reads the store from worker threads and changes
 runs only through the store (app/control.py) or by starting `python -m app …` in the background."""
 
+import gc
 from pathlib import Path
 
 from textual import work
@@ -16,7 +17,7 @@ POLL_S = 0.5
 
 
 class AtelierApp(App):
-    CSS_PATH = "atelier.tcss"
+    CSS_PATH = Path(__file__).with_name("atelier.tcss")
     TITLE = "Atelier"
     SUB_TITLE = "bespoke LLM serving stacks"
     BINDINGS = [
@@ -31,6 +32,25 @@ class AtelierApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
+
+    def settled(self) -> None:
+        """A screen has drawn its first data: what exists now stays, so no collection needs to scan it again. Without
+        this, a full collection of every widget, style and render cache stalls the screen for 100 ms and more."""
+        self.call_after_refresh(gc.freeze)
+
+    def pop_screen(self):
+        """Back from a screen: collect its widgets now, at a key press, rather than in the middle of watching a run."""
+        done = super().pop_screen()
+        gc.unfreeze()
+        self.call_after_refresh(self.settle_all)
+        return done
+
+    def settle_all(self) -> None:
+        gc.collect()
+        gc.freeze()
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, Help):

@@ -1,4 +1,5 @@
-"""What the TUI reads from the store and the run folders. Called from worker threads, never the UI thread."""
+"""What the TUI reads from the store and the run folders. Called from worker threads, never the UI thread. git and
+the run machinery are imported on first use, off the path of the TUI's startup."""
 
 import json
 import os
@@ -9,10 +10,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import git
-
-from app import control
-from app.run import alive
 from app.store import Issue, Round, Run, Store, StoreError, gain, home
 from app.target import ROOT
 
@@ -87,6 +84,8 @@ def _runs(store: Store) -> list[RunRow]:
 
 
 def _detail(store: Store, run_id: str, after: int) -> RunDetail:
+    from app import control
+
     run = store.run(run_id)
     rounds = store.rounds(run.id)
     row = RunRow(run, status(run), len(rounds), sum(u["cost"] or 0 for u in store.usage(run.id)))
@@ -105,6 +104,8 @@ def _detail(store: Store, run_id: str, after: int) -> RunDetail:
 
 def status(run: Run) -> str:
     """The stored status, except that a live status whose process is gone reads `interrupted`."""
+    from app.run import alive
+
     if run.status in LIVE and not alive(run.pid):
         return "interrupted"
     return run.status
@@ -123,6 +124,8 @@ def ratio_to_previous(rounds: list[Round], direction: str, baseline: float | Non
 
 def diff(run: Run, r: Round) -> str:
     """The round's change: its commit (accepted) or refs/atelier/rejected/<n>, against its start commit."""
+    import git
+
     try:
         repo = git.Repo(run.path / "workspace")
         commit = r.commit_sha or _ref(repo, f"refs/atelier/rejected/{r.n}")
@@ -133,7 +136,9 @@ def diff(run: Run, r: Round) -> str:
         return f"(cannot read the diff: {e})"
 
 
-def _ref(repo: git.Repo, name: str) -> str | None:
+def _ref(repo, name: str) -> str | None:
+    import git
+
     try:
         return repo.commit(name).hexsha
     except (git.BadName, ValueError):
@@ -144,41 +149,72 @@ def settings_at(run: Run, commit: str | None) -> dict:
     """Knob defaults in the stack at `commit`: what the best stack is set to."""
     if not commit:
         return {}
-    try:
-        import tomllib
+    import tomllib
 
+    import git
+
+    try:
         text = git.Repo(run.path / "workspace").git.show(f"{commit}:atelier.knobs.toml")
         return {k: v.get("default") for k, v in tomllib.loads(text).items() if isinstance(v, dict)}
     except (git.GitError, OSError, ValueError):
         return {}
 
 
-def launch(target: str, policy: str, limits: dict[str, str]) -> tuple[int, Path]:
-    """`python -m app run TARGET …` in its own session, so it outlives the TUI; output goes to a log file."""
+def launch(
+    target: str, policy: str, limits: dict[str, str], executor: str = "", settings: dict | None = None
+) -> tuple[int, Path]:
+    """`python -m app run TARGET …` in its own session, so it outlives the TUI; output goes to a log file. With
+    settings, the run reads them as its config (ATELIER_CONFIG), a file kept beside the log for resuming."""
     logs = home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"launch-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     args = [sys.executable, "-m", "app", "run", target, "--policy", policy]
+    if executor:
+        args += ["--executor", executor]
     for key, value in limits.items():
         if value:
             args += [f"--{key.replace('_', '-')}", value]
-    return _spawn(args, log), log
+    env = dict(os.environ)
+    if settings is not None:
+        env["ATELIER_CONFIG"] = str(_write_config(log.with_suffix(".config.toml"), settings))
+    return _spawn(args, log, env), log
+
+
+def _write_config(path: Path, settings: dict) -> Path:
+    import tomlkit
+
+    path.touch(mode=0o600)
+    path.write_text(tomlkit.dumps(settings))
+    return path
+
+
+def launched_with(run_id: str) -> Path | None:
+    """The per-launch config a run was started with from the TUI: the one beside the log that names the run."""
+    for log in sorted((home() / "logs").glob("launch-*.log"), reverse=True):
+        conf = log.with_suffix(".config.toml")
+        if conf.exists() and f"run {run_id} in " in log.read_text(errors="replace")[:20000]:
+            return conf
+    return None
 
 
 def resume(run_id: str) -> tuple[int, Path]:
     logs = home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"resume-{run_id}-{int(time.time())}.log"
-    return _spawn([sys.executable, "-m", "app", "resume", run_id], log), log
+    env = dict(os.environ)
+    if conf := launched_with(run_id):
+        env["ATELIER_CONFIG"] = str(conf)
+    return _spawn([sys.executable, "-m", "app", "resume", run_id], log, env), log
 
 
-def _spawn(args: list[str], log: Path) -> int:
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> int:
     import subprocess
 
     with log.open("w") as out:
         proc = subprocess.Popen(
-            args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     return proc.pid
 
 

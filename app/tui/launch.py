@@ -1,5 +1,5 @@
-"""The launch form: a bundled or local target validated as you type, policy and budgets; start runs
-`python -m app run …` in its own session, so it survives closing the TUI."""
+"""The launch form: a bundled or local target validated as you type, the executor, the policy, a model endpoint per
+role and budgets; start runs `python -m app run …` in its own session, so it survives closing the TUI."""
 
 from pathlib import Path
 
@@ -11,8 +11,10 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from app import policies, target
+from app.agents.config import ROLES
 from app.model import ModelError, locate
-from app.tui import data
+from app.tui import choices, data
+from backends.executor import ConfigError
 
 LIMITS = (("max_rounds", "max rounds", "12"), ("max_minutes", "max minutes", "60"), ("plateau", "plateau", "4"))
 
@@ -35,6 +37,10 @@ def problems(name_or_path: str) -> tuple[list[str], str]:
                    "is better)" if t else "")  # fmt: skip
 
 
+def policy_label(name: str) -> str:
+    return f"{name} (offline, no LLM)" if name in choices.OFFLINE else f"{name} (LLM agents)"
+
+
 class LaunchScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("ctrl+s", "start", "Start")]
 
@@ -42,6 +48,8 @@ class LaunchScreen(Screen):
         super().__init__()
         self.target_text = target_text
         self.valid = False
+        self.setup_problem = ""
+        self.choices = choices.load()
 
     def compose(self) -> ComposeResult:
         bundled = [(p.name, p.name) for p in target.bundled()]
@@ -52,21 +60,33 @@ class LaunchScreen(Screen):
                 yield Select(bundled, prompt="bundled…", id="bundled", allow_blank=True)
                 yield Input(self.target_text, placeholder="targets/json-tiny or /path/to/bundle", id="target")
             yield Static("", id="target-check")
-            yield Label("Policy")
-            yield Select([(p, p) for p in policies.names()], value="tuner", id="policy", allow_blank=False)
+            with Horizontal(classes="row"):
+                with Vertical(classes="pick"):
+                    yield Label("Executor")
+                    yield Select(self.choices.executors, value=choices.AS_TARGET, id="executor", allow_blank=False)
+                with Vertical(classes="pick"):
+                    yield Label("Policy")
+                    yield Select([(policy_label(p), p) for p in policies.names()], value="tuner", id="policy",
+                                 allow_blank=False)  # fmt: skip
+            yield Label("Model endpoint per role (the endpoints the Atelier config defines)")
+            with Horizontal(classes="row"):
+                for role in ROLES:
+                    with Vertical(classes="role"):
+                        yield Label(role)
+                        yield Select([], id=f"role-{role}", allow_blank=True, prompt="none")
+            yield Static("", id="setup-check")
             yield Label("Budgets (empty: the default)")
             with Horizontal(classes="row"):
                 for key, label, default in LIMITS:
                     with Vertical(classes="limit"):
                         yield Label(label)
                         yield Input(placeholder=default, id=key, type="number")
-            yield Static("Executor: as the target says (local MLX). Model endpoints: none, the offline tuner runs.",
-                         classes="hint")  # fmt: skip
             yield Button("Start [ctrl+s]", id="start", variant="primary", disabled=True)
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#target", Input).focus()
+        self.show_roles()
         self.validate_target(self.target_text)
 
     @on(Select.Changed, "#bundled")
@@ -90,21 +110,74 @@ class LaunchScreen(Screen):
         check = self.query_one("#target-check", Static)
         check.set_class(not self.valid, "error")
         check.update("✓ " + about if self.valid else "\n".join(f"✗ {p}" for p in found))
-        self.query_one("#start", Button).disabled = not self.valid
+        self.update_start()
+
+    def policy(self) -> str:
+        return str(self.query_one("#policy", Select).value)
+
+    @on(Select.Changed, "#policy")
+    def show_roles(self) -> None:
+        """The tuner needs no endpoint; an LLM policy needs the config's endpoints, one picked per role."""
+        offline = self.policy() in choices.OFFLINE
+        for role in ROLES:
+            select = self.query_one(f"#role-{role}", Select)
+            options = [] if offline else self.choices.options(role)
+            select.set_options(options)
+            select.prompt = "none: offline tuner" if offline else "none configured"
+            select.disabled = offline or not options
+            if options:
+                select.value = self.choices.defaults.get(role, options[0][1])
+        self.check_setup()
+
+    @on(Select.Changed, ".role Select")
+    def check_setup(self) -> None:
+        self.setup_problem = ""
+        if self.choices.problem:
+            self.setup_problem = self.choices.problem
+        elif self.policy() not in choices.OFFLINE:
+            if not self.choices.endpoints:
+                self.setup_problem = (f"the {self.policy()} policy needs an LLM endpoint and {self.choices.path} "
+                                      "has no [llm] table: add one (README, LLM agents) or pick the tuner")  # fmt: skip
+            else:
+                try:
+                    choices.settings(self.choices, self.picks())
+                except ConfigError as e:
+                    self.setup_problem = str(e)
+        check = self.query_one("#setup-check", Static)
+        check.set_class(bool(self.setup_problem), "error")
+        check.update(f"✗ {self.setup_problem}" if self.setup_problem else "")
+        self.update_start()
+
+    def picks(self) -> dict[str, str]:
+        picked = {role: self.query_one(f"#role-{role}", Select).value for role in ROLES}
+        return {
+            role: value if isinstance(value, str) else self.choices.defaults[role] for role, value in picked.items()
+        }
+
+    def update_start(self) -> None:
+        blocked = bool(self.setup_problem) and self.policy() not in choices.OFFLINE
+        self.query_one("#start", Button).disabled = not self.valid or blocked
+
+    def executor(self) -> str:
+        value = self.query_one("#executor", Select).value
+        return value if isinstance(value, str) else choices.AS_TARGET
 
     @on(Button.Pressed, "#start")
     def start_pressed(self) -> None:
         self.action_start()
 
     def action_start(self) -> None:
-        if not self.valid:
-            self.notify("the target has problems: see the form", severity="error")
+        if self.query_one("#start", Button).disabled:
+            problem = self.setup_problem if self.valid else "the target has problems"
+            self.notify(f"cannot start: {problem} (see the form)", severity="error")
             return
         name = self.query_one("#target", Input).value.strip()
         where = str(Path(name).resolve()) if Path(name, "target.toml").exists() else name
-        policy = str(self.query_one("#policy", Select).value)
         limits = {key: self.query_one(f"#{key}", Input).value.strip() for key, _, _ in LIMITS}
-        pid, log = data.launch(where, policy, limits)
+        settings = None
+        if self.policy() not in choices.OFFLINE:
+            settings = choices.settings(self.choices, self.picks())
+        pid, log = data.launch(where, self.policy(), limits, self.executor(), settings)
         self.app.notify(f"started {name} in the background (pid {pid}); log: {log}", timeout=8)
         self.app.pop_screen()
         opener = getattr(self.app.screen, "open_when_started", None)

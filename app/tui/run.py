@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Markdown, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Log, Markdown, Static, TabbedContent, TabPane
 
 from app import control
 from app.export import ExportError, export
@@ -19,6 +19,7 @@ from app.tui.data import RunDetail
 from app.tui.dialogs import Ask, Confirm
 from app.tui.runs import ratio, resume
 from app.tui.screen import AtelierScreen
+from app.tui.tables import sync
 from app.tui.trend import Series, TrendChart
 
 ROUND_COLUMNS = ("round", "task", "verdict", "reason", "metric", "× baseline", "× prev best", "commit")
@@ -35,6 +36,11 @@ def round_cells(r: Round, previous: dict[int, float]) -> tuple:
     reason = (r.reason or "").splitlines()[0][:60] if r.reason else ""
     commit = (r.commit_sha or "")[:10]
     return (str(r.n), r.task, verdict, reason, num(r.metric), ratio(r.ratio), ratio(previous.get(r.n)), commit)
+
+
+def event_line(e) -> str:
+    where = f"round {e['round']:>3}" if e["round"] is not None else "run      "
+    return f"{where}  {e['kind']:<9} {e['message']}"
 
 
 def headline(d: RunDetail) -> str:
@@ -59,22 +65,24 @@ class RunScreen(AtelierScreen):
         Binding("f", "diff", "Diff"),
     ]
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, tab: str = "tab-rounds"):
         super().__init__()
         self.run_id = run_id
+        self.tab = tab
         self.detail: RunDetail | None = None
         self.last_event = 0
         self.shown_rounds: list[tuple] = []
         self.shown_memory = ""
+        self.pending: list[str] = []
         self.diff_for: tuple | None = None
         self.diff_text = ""
-        self.shown_usage: list[tuple] | None = None
-        self.shown_backlog: list[tuple] | None = None
+        self.shown_usage: list[tuple] = []
+        self.shown_backlog: list[tuple] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("loading…", id="run-head")
-        with TabbedContent(id="tabs"):
+        with TabbedContent(id="tabs", initial=self.tab):
             with TabPane("Rounds", id="tab-rounds"), Vertical():
                 yield TrendChart(id="trend")
                 yield DataTable(id="rounds", cursor_type="row", zebra_stripes=True)
@@ -93,14 +101,15 @@ class RunScreen(AtelierScreen):
             with TabPane("Transcripts", id="tab-transcripts"), VerticalScroll():
                 yield Static("", id="transcripts")
             with TabPane("Events", id="tab-events"):
-                yield RichLog(id="events", wrap=True, markup=False, max_lines=5000)
+                yield Log(id="events", max_lines=5000)
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#rounds", DataTable).add_columns(*ROUND_COLUMNS)
         self.query_one("#usage", DataTable).add_columns(*USAGE_COLUMNS)
         self.query_one("#backlog", DataTable).add_columns(*ISSUE_COLUMNS)
-        self.query_one("#rounds", DataTable).focus()
+        if self.tab == "tab-rounds":
+            self.query_one("#rounds", DataTable).focus()
         self.load()
         self.set_interval(self.atelier.poll, self.load)
 
@@ -109,23 +118,40 @@ class RunScreen(AtelierScreen):
         try:
             detail = self.atelier.reader.detail(self.run_id, self.last_event)
         except StoreError as e:
-            self.app.call_from_thread(self.query_one("#run-head", Static).update, f"[red]{e}[/]")
+            self.app.call_from_thread(self.put, "#run-head", f"[red]{e}[/]")
             return
         self.app.call_from_thread(self.show, detail)
 
     def show(self, d: RunDetail) -> None:
+        """The headline, and the open tab only: a hidden table updated anyway would lay the screen out again."""
+        if self.detail is None:
+            self.atelier.settled()
         self.detail = d
-        self.query_one("#run-head", Static).update(headline(d))
-        self.show_rounds(d)
-        self.show_memory(d)
-        self.show_usage(d)
-        self.show_backlog(d)
-        log = self.query_one("#events", RichLog)
-        for e in d.events:
-            where = f"round {e['round']:>3}" if e["round"] is not None else "run      "
-            log.write(f"{where}  {e['kind']:<9} {e['message']}")
-            self.last_event = e["id"]
-        d.events = []
+        self.pending += [event_line(e) for e in d.events]
+        if d.events:
+            self.last_event = d.events[-1]["id"]
+            d.events = []
+        tab = self.query_one(TabbedContent).active
+        with self.app.batch_update():
+            self.put("#run-head", headline(d))
+            if tab == "tab-rounds":
+                self.show_rounds(d)
+            elif tab == "tab-memory":
+                self.show_memory(d)
+            elif tab == "tab-usage":
+                self.show_usage(d)
+            elif tab == "tab-backlog":
+                self.show_backlog(d)
+            elif tab in ("tab-diff", "tab-transcripts"):
+                self.show_diff()
+            elif tab == "tab-events" and self.pending:
+                self.query_one("#events", Log).write_lines(self.pending)
+                self.pending = []
+
+    @on(TabbedContent.TabActivated)
+    def tab_opened(self) -> None:
+        if self.detail is not None:
+            self.show(self.detail)
 
     def show_rounds(self, d: RunDetail) -> None:
         run = d.row.run
@@ -133,13 +159,11 @@ class RunScreen(AtelierScreen):
         shown = [round_cells(r, previous) for r in d.rounds]
         if shown == self.shown_rounds:
             return
-        self.shown_rounds = shown
         table = self.query_one("#rounds", DataTable)
         cursor = table.cursor_row
-        table.clear()
-        for values in shown:
-            table.add_row(*values, key=values[0])
-        table.move_cursor(row=min(cursor, max(table.row_count - 1, 0)))
+        if sync(table, self.shown_rounds, shown):
+            table.move_cursor(row=min(cursor, max(table.row_count - 1, 0)))
+        self.shown_rounds = shown
         points = tuple((r.n, r.ratio, r.status) for r in d.rounds if r.ratio)
         self.query_one(TrendChart).series = (Series(run.id, points),)
         self.show_diff()
@@ -161,11 +185,10 @@ class RunScreen(AtelierScreen):
             for u in d.usage
         ]  # fmt: skip
         if rows != self.shown_usage:
+            sync(table, self.shown_usage, rows)
             self.shown_usage = rows
-            table.clear()
-            table.add_rows(rows)
         note = "" if rows else "No usage recorded: the offline tuner makes no LLM calls."
-        self.query_one("#usage-note", Static).update(note)
+        self.put("#usage-note", note)
 
     def show_backlog(self, d: RunDetail) -> None:
         rows = [
@@ -173,12 +196,10 @@ class RunScreen(AtelierScreen):
             for i in d.issues
         ]
         if rows != self.shown_backlog:
+            sync(self.query_one("#backlog", DataTable), self.shown_backlog, rows)
             self.shown_backlog = rows
-            table = self.query_one("#backlog", DataTable)
-            table.clear()
-            table.add_rows(rows)
         note = "" if rows else f"No backlog: the {d.row.run.policy} policy keeps none (the issues policy does)."
-        self.query_one("#backlog-note", Static).update(note)
+        self.put("#backlog-note", note)
 
     def selected(self) -> Round | None:
         table = self.query_one("#rounds", DataTable)
@@ -209,18 +230,19 @@ class RunScreen(AtelierScreen):
         assert self.detail is not None
         run = self.detail.row.run
         text = data.diff(run, r)
+        body = Syntax(text, "diff", theme="ansi_dark").highlight(text) if text else Text("(no change recorded)")
         said = (
             transcripts.text(run.path, r.n)
             or f"No transcripts for round {r.n}: the {run.policy} policy makes no LLM calls."
         )
-        self.app.call_from_thread(self.show_diff_text, r, text)
+        self.app.call_from_thread(self.show_diff_text, r, text, body)
         self.app.call_from_thread(self.query_one("#transcripts", Static).update, Text(said))
 
-    def show_diff_text(self, r: Round, text: str) -> None:
+    def show_diff_text(self, r: Round, text: str, body: Text) -> None:
+        """The diff, highlighted in the worker: the UI thread only lays the text out."""
         self.diff_text = text
         where = (r.commit_sha or "")[:12] or "no commit"
         self.query_one("#diff-title", Static).update(f"round {r.n} · {r.task} · {r.status} · {where}")
-        body = Syntax(text, "diff", theme="ansi_dark", word_wrap=True) if text else "(no change recorded)"
         self.query_one("#diff", Static).update(body)
 
     def action_diff(self) -> None:

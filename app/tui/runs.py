@@ -7,12 +7,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from app import control
 from app.store import StoreError
 from app.tui import data
 from app.tui.data import RunRow
 from app.tui.dialogs import Confirm
 from app.tui.screen import AtelierScreen
+from app.tui.tables import sync
 
 COLUMNS = ("", "run", "target", "executor", "policy", "status", "rounds", "best ×", "cost", "started")
 SORTS = {
@@ -69,8 +69,14 @@ class RunsScreen(AtelierScreen):
         for name in COLUMNS:
             table.add_column(name, key=name or "mark")
         table.focus()
+        self.set_interval(self.atelier.poll, self.poll)
+
+    def on_screen_resume(self) -> None:
         self.load()
-        self.set_interval(self.atelier.poll, self.load)
+
+    def poll(self) -> None:
+        if self.app.screen is self:
+            self.load()
 
     @work(thread=True, exclusive=True, group="runs")
     def load(self) -> None:
@@ -82,19 +88,19 @@ class RunsScreen(AtelierScreen):
         self.app.call_from_thread(self.show, rows)
 
     def show_error(self, message: str) -> None:
-        notice = self.query_one("#notice", Static)
-        notice.update(message)
-        notice.add_class("error")
+        self.put("#notice", message)
+        self.query_one("#notice", Static).add_class("error")
 
     def show(self, rows: list[RunRow]) -> None:
+        if not self.rows and rows:
+            self.atelier.settled()
         self.rows = rows
         started = next((r for r in rows if self.waiting_for and r.run.pid == self.waiting_for), None)
         if started is not None and self.app.screen is self:
             self.waiting_for = None
             self.app.push_screen(_run_screen(started.id))
-        notice = self.query_one("#notice", Static)
-        notice.remove_class("error")
-        notice.update("" if rows else "No runs yet: press n to launch one.")
+        self.query_one("#notice", Static).remove_class("error")
+        self.put("#notice", "" if rows else "No runs yet: press n to launch one.")
         self.render_table()
 
     def render_table(self) -> None:
@@ -104,17 +110,14 @@ class RunsScreen(AtelierScreen):
         shown = [cells(r, r.id in self.marked) for r in rows]
         if shown == self.shown:
             return
-        self.shown = shown
         table = self.query_one(DataTable)
         current = self.current()
-        table.clear()
-        for values in shown:
-            table.add_row(*values, key=values[1])
-        if current is not None and current in table.rows:
+        if sync(table, self.shown, shown, key=1) and current is not None and current in table.rows:
             table.move_cursor(row=table.get_row_index(current))
+        self.shown = shown
         live = sum(r.status in data.LIVE for r in self.rows)
         summary = f"{len(rows)} of {len(self.rows)} runs · {live} going · sorted by {self.sort}"
-        self.query_one("#runs-summary", Static).update(summary + (f" · {len(self.marked)} marked" * bool(self.marked)))
+        self.put("#runs-summary", summary + (f" · {len(self.marked)} marked" * bool(self.marked)))
 
     def current(self) -> str | None:
         table = self.query_one(DataTable)
@@ -190,6 +193,8 @@ class RunsScreen(AtelierScreen):
             return
 
         def answered(yes: bool | None) -> None:
+            from app import control
+
             if yes:
                 self.marked.discard(row.id)
                 self.atelier.act(control.delete, row.id, done="deleted {result}", then=lambda _: self.load())
@@ -200,6 +205,8 @@ class RunsScreen(AtelierScreen):
 
 def resume(app, row: RunRow) -> None:
     """A paused run carries on; an interrupted or failed one restarts in the background from its best commit."""
+    from app import control
+
     if row.status == "paused":
         app.act(control.request, row.id, "", done=f"{row.id}: resume requested")
     elif row.status in ("interrupted", "failed"):

@@ -42,6 +42,14 @@ def load(name: str = "") -> Remote:
     return _build(file, name, tables[name])
 
 
+def configured() -> list[Remote]:
+    """Every `[executors.NAME]` in the config, checked, by name; none without a config file."""
+    file = path()
+    if not file.exists():
+        return []
+    return [_build(file, name, raw) for name, raw in sorted(_executors(file).items())]
+
+
 def _executors(file: Path) -> dict[str, dict]:
     try:
         raw = tomllib.loads(file.read_text())
