@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from prediction import Prediction
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 
 @dataclass
@@ -55,8 +55,9 @@ def load(folder: Path, dtype: str, attention: str):
     return model.eval(), AutoTokenizer.from_pretrained(str(folder))
 
 
-def stop_tokens(folder: Path, tokenizer) -> set[int]:
-    eos = GenerationConfig.from_pretrained(str(folder)).eos_token_id if (folder / "generation_config.json").exists() else None
+def stop_tokens(model, tokenizer) -> set[int]:
+    """The end-of-sequence tokens of the model folder's generation config, as the reference stops on."""
+    eos = model.generation_config.eos_token_id
     eos = tokenizer.eos_token_id if eos is None else eos
     return set(eos) if isinstance(eos, list) else {eos}
 
@@ -94,13 +95,12 @@ class Engine:
         while not finish:
             room = min(self.config.k, max_tokens - len(output) - 1)
             draft = predicted.draft(output, room) if predicted else []
-            length = cache.get_seq_length()
             greedy = self.forward([output[-1], *draft], cache, stats)
             n = next((i for i, d in enumerate(draft) if greedy[i] != d), len(draft))
             stats.drafted += len(draft)
             stats.accepted += n
             if n < len(draft):
-                cache.crop(length + 1 + n)
+                cache.crop(n - len(draft))
             new, finish = self.emit([*draft[:n], greedy[n]], output, predicted, max_tokens)
             yield new, finish
 

@@ -19,7 +19,7 @@ PROTOCOL = sys.stdout
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="Hugging Face model folder")
-    parser.add_argument("--draft", default="", help="draft model folder (unused by this stack; accepted for the target)")
+    parser.add_argument("--draft", default="", help="draft model folder (unused by this stack)")
     args = parser.parse_args()
     sys.stdout = sys.stderr
     engine = build_engine(args.model, Knobs.read())
@@ -36,7 +36,7 @@ def build_engine(folder: Path, knobs: Knobs):
     torch.set_num_threads(knobs.threads)
     model, tokenizer = load(folder, knobs.dtype, knobs.attention)
     config = EngineConfig(predicted=knobs.predicted == "on", k=knobs.k, realign=knobs.realign == "ngram")
-    return Engine(model, tokenizer, stop_tokens(folder, tokenizer), config)
+    return Engine(model, tokenizer, stop_tokens(model, tokenizer), config)
 
 
 def answer(engine, raw: dict) -> dict:

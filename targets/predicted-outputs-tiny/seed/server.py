@@ -128,7 +128,8 @@ class Handler(BaseHTTPRequestHandler):
         head = head | {"object": "chat.completion.chunk"}
         self.event(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
         count = 0
-        for delta, finish_reason, count in self.service.chunks(job, stats):
+        for delta, finish_reason, sofar in self.service.chunks(job, stats):
+            count = sofar
             if delta or finish_reason:
                 choice = {"index": 0, "delta": {"content": delta} if delta else {}, "finish_reason": finish_reason}
                 self.event(head | {"choices": [choice]})
