@@ -193,3 +193,39 @@ def test_tiny_target_runs_over_ssh_with_the_tuner(server, tmp_path, monkeypatch,
     assert list((there / "cache").glob("predicted-reference-*.json"))
     assert list((Path(run["dir"]) / "cache").glob("predicted-reference-*.json"))
     assert '"host": "atelier-test-' in (Path(run["dir"]) / "hardware.json").read_text()
+
+
+@pytest.mark.slow
+def test_server_answers_chat_completions_with_a_prediction(smollm2, tmp_path):
+    import json
+
+    import openai
+
+    from app import knobs
+
+    seed = tmp_path / "seed"
+    shutil.copytree(SEED, seed, ignore=shutil.ignore_patterns("__pycache__"))
+    knobs.set_default(seed, "predicted", "on")
+    command = [sys.executable, "server.py", "--model", str(smollm2), "--port", "0"]
+    server = subprocess.Popen(command, cwd=seed, stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(server.stdout.readline())["port"]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        file = "The quick brown fox jumps over the lazy dog."
+        messages = [{"role": "system", "content": "Reply with the updated text only."},
+                    {"role": "user", "content": f"Replace fox with cat in this text:\n\n{file}"}]  # fmt: skip
+        plain = client.chat.completions.create(model="m", messages=messages, max_tokens=24)
+        predicted = client.chat.completions.create(
+            model="m", messages=messages, max_tokens=24, prediction={"type": "content", "content": file}
+        )
+        assert predicted.choices[0].message.content == plain.choices[0].message.content
+        assert predicted.usage.completion_tokens_details.accepted_prediction_tokens > 4
+        chunks = client.chat.completions.create(model="m", messages=messages, max_tokens=24, stream=True,
+                                                prediction={"type": "content", "content": file})  # fmt: skip
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed == plain.choices[0].message.content
+        with pytest.raises(openai.BadRequestError, match="temperature must be 0"):
+            client.chat.completions.create(model="m", messages=messages, temperature=0.7)
+    finally:
+        server.kill()
+        server.wait()
