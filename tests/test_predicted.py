@@ -177,6 +177,7 @@ def test_tiny_target_runs_over_ssh_with_the_tuner(server, tmp_path, monkeypatch,
     bundle = tmp_path / "predicted-outputs-tiny"
     shutil.copytree(TINY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
     home.mkdir(parents=True)
+    models_dir.mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(models_dir)
     result = atelier("run", str(bundle), "--executor", "cuda_remote:box", "--max-rounds", "1", home=home, timeout=3000)
     assert result.returncode == 0, result.stdout + result.stderr
