@@ -21,7 +21,7 @@ from app.store import Store, StoreError
 from app.views import rounds_table, runs_table
 from backends.executor import ConfigError, ExecutorError
 
-BENCHES = ("json", "tui")
+BENCHES = sorted(p.stem.removesuffix("bench") for p in Path(__file__).with_name("bench").glob("*bench.py"))
 ERRORS = (
     target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError,
     FileNotFoundError, ConfigError, ExecutorError, local.LocalServerError, SandboxError,
