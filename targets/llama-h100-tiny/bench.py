@@ -1,14 +1,16 @@
 """Serve the candidate under open-loop Poisson load and report output token throughput, TTFT and TPOT.
 
 python bench.py --stack WORKSPACE --model MODEL --inputs PROMPTS_DIR [--rates 8,32,64,128] [--duration 60]
-                [--seed 42] [--max-tokens 128] [--vllm auto|off]
+                [--seed 42] [--max-tokens 128] [--drain 600] [--vllm auto|off]
 Starts the stack's server on a free port, sends one untimed warm-up request per prompt, then for each rate sends
 requests at Poisson arrival times (seeded) for --duration seconds, every one streamed with temperature 0 and
-ignore_eos, so each yields --max-tokens tokens. Prints METRIC output_tokens_per_s (all rates' output tokens over
-their summed wall times, each from its first request sent to its last answer), and per rate R
-output_tokens_per_s_at_R, ttft_ms_at_R, tpot_ms_at_R. With --vllm auto and vLLM importable here, `vllm serve`
-gets the same load and its numbers are printed as vllm_* METRIC lines (measured once per model, load and vLLM
-version, then reused from --vllm-cache); without vLLM it says so.
+ignore_eos, so each yields --max-tokens tokens. Requests still running --drain seconds after the last was sent
+are closed (the server should drop them) and counted as unfinished; their tokens so far count.
+Prints METRIC output_tokens_per_s (all rates' output tokens over their summed wall times, each from its first
+request sent to its last token), and per rate R output_tokens_per_s_at_R, ttft_ms_at_R, tpot_ms_at_R and
+unfinished_at_R. With --vllm auto and vLLM importable here, `vllm serve` gets the same load and its numbers are
+printed as vllm_* METRIC lines (measured once per model, load and vLLM version, then reused from
+--vllm-cache); without vLLM it says so.
 """
 
 import argparse
@@ -56,7 +58,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", default=60.0, type=float, help="seconds of arrivals per rate")
     parser.add_argument("--seed", default=42, type=int)
     parser.add_argument("--max-tokens", default=128, type=int)
-    parser.add_argument("--drain", default=600.0, type=float, help="seconds to wait for answers after the last send")
+    parser.add_argument(
+        "--drain",
+        default=600.0,
+        type=float,
+        help="seconds to wait for answers after the last send; then the unfinished are closed and counted",
+    )
     parser.add_argument("--vllm", default="auto", choices=["auto", "off"])
     parser.add_argument("--vllm-cache", default=VLLM_CACHE, type=Path)
     args = parser.parse_args()
@@ -73,13 +80,16 @@ def measure(port: int, args: argparse.Namespace, prompts: list) -> dict:
         outcomes = drive(port, name, prompts, schedule(rate, args.duration, args.seed, len(prompts)),
                          args.max_tokens, args.drain)  # fmt: skip
         failed = [o.error or f"{o.tokens} tokens, not {args.max_tokens}" for o in outcomes
-                  if o.error or o.tokens != args.max_tokens]  # fmt: skip
+                  if o.error or (o.done is not None and o.tokens != args.max_tokens)]  # fmt: skip
+        if not any(o.first for o in outcomes):
+            raise StackError(f"no request at {rate:g} req/s received a token")
         if failed:
             raise StackError(f"{len(failed)} of {len(outcomes)} requests at {rate:g} req/s failed: {failed[0]}")
         rows[rate] = summarize(outcomes)
         s = rows[rate]
-        line = f"{s.requests} requests, {s.tokens} tokens in {s.elapsed:.1f} s, {s.tokens_per_s:.1f} tok/s"
-        print(f"rate {rate:g} req/s: {line}, TTFT {s.ttft_ms:.0f} ms, TPOT {s.tpot_ms:.1f} ms", file=sys.stderr)
+        line = f"{s.requests} requests ({s.unfinished} unfinished), {s.tokens} tokens in {s.elapsed:.1f} s"
+        speed = f"{s.tokens_per_s:.1f} tok/s, TTFT {s.ttft_ms:.0f} ms, TPOT {s.tpot_ms:.1f} ms"
+        print(f"rate {rate:g} req/s: {line}, {speed}", file=sys.stderr)
     return rows
 
 
@@ -90,6 +100,7 @@ def report(prefix: str, rows: dict) -> None:
         print(f"METRIC {prefix}output_tokens_per_s_at_{rate:g} {s.tokens_per_s:.3f}")
         print(f"METRIC {prefix}ttft_ms_at_{rate:g} {s.ttft_ms:.2f}")
         print(f"METRIC {prefix}tpot_ms_at_{rate:g} {s.tpot_ms:.3f}")
+        print(f"METRIC {prefix}unfinished_at_{rate:g} {s.unfinished}")
 
 
 def baseline(args: argparse.Namespace, prompts: list) -> None:

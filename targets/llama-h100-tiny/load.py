@@ -1,7 +1,9 @@
 """Open-loop Poisson load over HTTP: requests are sent at their scheduled times whatever the server's state,
 each streamed to measure time to first token (TTFT) and time per output token (TPOT)."""
 
+import http.client
 import random
+import socket
 import statistics
 import threading
 import time
@@ -20,9 +22,19 @@ class Arrival:
 class Outcome:
     sent: float
     first: float | None = None
+    last: float | None = None
     done: float | None = None
     tokens: int = 0
     error: str = ""
+    sock: socket.socket | None = None
+
+    def abort(self) -> None:
+        """Shut down the connection of a request still running at the deadline; the server then drops it."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def schedule(rate: float, duration: float, seed: int, prompts: int) -> list[Arrival]:
@@ -50,37 +62,46 @@ def drive(port: int, model: str, prompts: list[list], arrivals: list[Arrival], m
     for arrival, outcome in zip(arrivals, outcomes, strict=True):
         time.sleep(max(0.0, start + arrival.at - time.perf_counter()))
         body = request(model, prompts[arrival.prompt], max_tokens)
-        thread = threading.Thread(target=one, args=(port, body, outcome, drain), daemon=True)
+        thread = threading.Thread(target=one, args=(port, body, outcome), daemon=True)
         thread.start()
         threads.append(thread)
     deadline = time.perf_counter() + drain
     for thread in threads:
         thread.join(max(0.0, deadline - time.perf_counter()))
-    for outcome in outcomes:
-        if outcome.done is None and not outcome.error:
-            outcome.error = f"no answer within {drain:g} s after the last request was sent"
+    unfinished = [o for o in outcomes if o.done is None and not o.error]
+    for outcome in unfinished:
+        outcome.abort()
+    for thread in threads:
+        thread.join(max(0.0, deadline + 10 - time.perf_counter()))
+    for outcome in unfinished:
+        outcome.error = ""
     return outcomes
 
 
-def one(port: int, body: dict, outcome: Outcome, timeout: float) -> None:
+def one(port: int, body: dict, outcome: Outcome) -> None:
     outcome.sent = time.perf_counter()
-    chunks, usage = 0, None
+    usage = None
+
+    def opened(sock) -> None:
+        outcome.sock = sock
+
     try:
-        for at, event in stream(port, "/v1/chat/completions", body, timeout):
+        for at, event in stream(port, "/v1/chat/completions", body, None, opened):
             delta = (event.get("choices") or [{}])[0].get("delta") or {}
             if delta.get("content"):
-                chunks += 1
-                outcome.first = outcome.first or at
+                outcome.tokens += 1
+                outcome.first, outcome.last = outcome.first or at, at
             usage = event.get("usage") or usage
-        outcome.tokens = usage["completion_tokens"] if usage else chunks
+        outcome.tokens = usage["completion_tokens"] if usage else outcome.tokens
         outcome.done = time.perf_counter()
-    except (OSError, StackError, ValueError, KeyError) as error:
+    except (OSError, StackError, ValueError, KeyError, http.client.HTTPException) as error:
         outcome.error = f"{type(error).__name__}: {error}"
 
 
 @dataclass
 class Summary:
     requests: int
+    unfinished: int
     tokens: int
     elapsed: float
     ttft_ms: float
@@ -92,11 +113,14 @@ class Summary:
 
 
 def summarize(outcomes: list[Outcome]) -> Summary:
+    """Tokens received (from unfinished requests too) over the time from the first send to the last token;
+    TTFT over the requests that got a first token, TPOT over the finished ones."""
     done = [o for o in outcomes if o.done is not None and o.first is not None]
-    elapsed = max(o.done for o in done) - min(o.sent for o in outcomes)
-    ttft = [o.first - o.sent for o in done]
-    tpot = [(o.done - o.first) / (o.tokens - 1) for o in done if o.tokens > 1]
+    started = [o for o in outcomes if o.first is not None]
+    elapsed = max(o.last for o in started) - min(o.sent for o in outcomes)
+    ttft = [o.first - o.sent for o in started]
+    tpot = [(o.last - o.first) / (o.tokens - 1) for o in done if o.tokens > 1]
     return Summary(
-        len(outcomes), sum(o.tokens for o in done), elapsed, 1000 * statistics.fmean(ttft),
-        1000 * statistics.fmean(tpot) if tpot else 0.0,
+        len(outcomes), len(outcomes) - len(done), sum(o.tokens for o in started), elapsed,
+        1000 * statistics.fmean(ttft), 1000 * statistics.fmean(tpot) if tpot else 0.0,
     )  # fmt: skip

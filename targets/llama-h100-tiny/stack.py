@@ -91,10 +91,13 @@ def post(port: int, path: str, body: dict, timeout: float = 600) -> dict:
         connection.close()
 
 
-def stream(port: int, path: str, body: dict, timeout: float = 600):
-    """POST with stream: true; yield (arrival time, event) for each server-sent event until [DONE]."""
+def stream(port: int, path: str, body: dict, timeout: float | None = 600, opened=lambda sock: None):
+    """POST with stream: true; yield (arrival time, event) for each server-sent event until [DONE].
+    opened(socket) receives the connected socket first, for a caller that may shut it down from another thread."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
+        connection.connect()
+        opened(connection.sock)
         connection.request("POST", path, json.dumps(body | {"stream": True}), {"Content-Type": "application/json"})
         response = connection.getresponse()
         if response.status != 200:

@@ -21,17 +21,27 @@ class Request:
     ignore_eos: bool = False
     tokens: list[int] = field(default_factory=list)
     prefilled: int = 0
+    cancelled: bool = False
     events: queue.Queue = field(default_factory=queue.Queue)
 
-    def results(self):
-        """Yield (token, finish_reason or None) until finished; a stop token comes as (None, "stop")."""
-        while True:
-            token, finish = self.events.get()
-            if isinstance(finish, Exception):
-                raise finish
-            yield token, finish
-            if finish:
-                return
+    def results(self, gone=lambda: False):
+        """Yield (token, finish_reason or None) until finished; a stop token comes as (None, "stop").
+        While waiting, gone() is asked every half second whether the client left; then the request is cancelled."""
+        try:
+            while True:
+                try:
+                    token, finish = self.events.get(timeout=0.5)
+                except queue.Empty:
+                    if gone():
+                        raise ConnectionAbortedError("the client closed the connection") from None
+                    continue
+                if isinstance(finish, Exception):
+                    raise finish
+                yield token, finish
+                if finish:
+                    return
+        finally:
+            self.cancelled = True
 
 
 class Engine:
@@ -75,6 +85,7 @@ class Engine:
                 self.running, self.prefilling = [], None
 
     def step(self) -> None:
+        self.drop_cancelled()
         if self.prefilling is None and self.waiting and len(self.running) < self.knobs.max_batch:
             self.prefilling = self.waiting.popleft()
         if self.prefilling is not None:
@@ -99,15 +110,25 @@ class Engine:
         tokens = torch.tensor([[r.tokens[-1]] for r in self.running], device=device)
         starts = torch.tensor([len(r.prompt) + len(r.tokens) - 1 for r in self.running], device=device)
         chosen = self.forward(tokens, 0, starts, self.cache).argmax(-1).tolist()
+        self.release([slot for slot, (r, t) in enumerate(zip(self.running, chosen, strict=True)) if self.emit(r, t)])
+
+    def drop_cancelled(self) -> None:
+        if any(r.cancelled for r in self.waiting):
+            self.waiting = deque(r for r in self.waiting if not r.cancelled)
+        if self.prefilling is not None and self.prefilling.cancelled:
+            self.prefilling = None
+        self.release([slot for slot, r in enumerate(self.running) if r.cancelled])
+
+    def release(self, slots: list[int]) -> None:
+        """Free the slots of finished requests: the last running request moves into each hole."""
         before = len(self.running)
-        finished = [slot for slot, (r, t) in enumerate(zip(self.running, chosen, strict=True)) if self.emit(r, t)]
-        for slot in reversed(finished):
+        for slot in reversed(slots):
             last = len(self.running) - 1
             if slot != last:
                 self.cache.move(last, slot)
                 self.running[slot] = self.running[last]
             self.running.pop()
-        if finished and self.prefilling is not None:
+        if slots and self.prefilling is not None:
             self.cache.move(before, len(self.running))
 
     def emit(self, request: Request, token: int) -> bool:

@@ -9,6 +9,8 @@ Errors are 400/404/500 with an OpenAI-style {"error": {...}} body.
 
 import argparse
 import json
+import select
+import socket
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,11 +72,11 @@ class Service:
             raise RequestError("prompt must be a non-empty string", "prompt")
         return self.tokenizer(prompt).input_ids
 
-    def chunks(self, job: dict):
+    def chunks(self, job: dict, gone=lambda: False):
         """Yield (text delta, finish_reason or None, tokens so far)."""
         request = self.engine.submit(job["prompt"], job["max_tokens"], job["ignore_eos"])
         tokens, sent = [], ""
-        for token, finish in request.results():
+        for token, finish in request.results(gone):
             if token is not None:
                 tokens.append(token)
             text = self.tokenizer.decode(tokens)
@@ -109,12 +111,14 @@ class Handler(BaseHTTPRequestHandler):
             if job["stream"]:
                 return self.stream(job, head)
             self.answer(job, head)
+        except (ConnectionAbortedError, BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
         except Exception as error:  # noqa: BLE001 - the engine's failure goes back to this client
             self.fail(RequestError(f"generation failed: {error}", status=500))
 
     def answer(self, job: dict, head: dict) -> None:
         content, finish_reason, tokens = "", "length", []
-        for delta, finish, sofar in self.service.chunks(job):
+        for delta, finish, sofar in self.service.chunks(job, self.gone):
             content, tokens = content + delta, sofar
             finish_reason = finish or finish_reason
         choice = {"index": 0, "finish_reason": finish_reason, "logprobs": None}
@@ -139,7 +143,7 @@ class Handler(BaseHTTPRequestHandler):
         if chat:
             self.event(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
         count, seen = 0, 0
-        for delta, finish_reason, tokens in self.service.chunks(job):
+        for delta, finish_reason, tokens in self.service.chunks(job, self.gone):
             count = len(tokens)
             if not (delta or finish_reason):
                 continue
@@ -155,6 +159,11 @@ class Handler(BaseHTTPRequestHandler):
             self.event(head | {"choices": [], "usage": usage(job, count)})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def gone(self) -> bool:
+        """Whether the client closed its connection (readable, with nothing to read)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
 
     def event(self, message: dict) -> None:
         self.wfile.write(f"data: {json.dumps(message)}\n\n".encode())
