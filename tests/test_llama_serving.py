@@ -58,8 +58,16 @@ def make_tiny_llama(out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
+def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture
+def tiny_llama(tiny_model, monkeypatch) -> Path:
+    """The tiny model, served with one torch thread: its ops are too small to split, and on a busy machine
+    two spinning OpenMP threads make each step tens of times slower."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tiny_model
 
 
 def seed_with(tmp_path: Path, **settings) -> Path:
