@@ -1,8 +1,9 @@
 """The llama serving bundles: the seed's OpenAI server, its continuous batching, the checker, the open-loop load.
-Fast tests use a tiny fixed-seed Llama with a byte tokenizer (llama3 RoPE scaling, GQA); slow ones the real
-SmolLM2-135M-Instruct converted from its GGUF, and a tuner run."""
+Tests use a tiny fixed-seed Llama with a character tokenizer (llama3 RoPE scaling, GQA), the real
+SmolLM2-135M-Instruct converted from its GGUF, and a tuner run; all but three are slow (several servers each)."""
 
 import importlib.util
+import os
 import shutil
 import statistics
 import subprocess
@@ -233,3 +234,37 @@ def test_the_tuner_finds_batching_gains_on_llama_h100_tiny(home):
     assert run["best"] / run["baseline"] > 1 + run["noise"], result.stdout
     print(f"llama-h100-tiny: best {run['best']:.2f} tok/s over baseline {run['baseline']:.2f}: "
           f"{run['best'] / run['baseline']:.2f}×; rounds: {[(r['task'], r['status']) for r in rounds]}")  # fmt: skip
+
+
+def stand_in_vllm(tmp_path: Path) -> dict:
+    """An importable `vllm` and a `vllm` command on PATH whose `serve` starts the seed's server: the benchmark's
+    baseline row (command, readiness, same load, vllm_* lines, reuse) without the real vLLM, which needs CUDA."""
+    site, bin_dir = tmp_path / "site", tmp_path / "bin"
+    (site / "vllm").mkdir(parents=True)
+    (site / "vllm" / "__init__.py").write_text("")
+    (site / "vllm-0.0.1.dist-info").mkdir()
+    (site / "vllm-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.0.1\n")
+    bin_dir.mkdir()
+    script = bin_dir / "vllm"
+    script.write_text(
+        f"#!{sys.executable}\nimport os, sys\nargs = sys.argv[1:]\nassert args[0] == 'serve'\n"
+        f"port = args[args.index('--port') + 1]\nos.chdir({str(TINY / 'seed')!r})\n"
+        "os.execv(sys.executable, [sys.executable, 'server.py', '--model', args[1], '--port', port])\n"
+    )
+    script.chmod(0o755)
+    return {"PYTHONPATH": str(site), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_the_bench_reports_a_vllm_row_when_vllm_is_importable(tiny_llama, tmp_path):
+    env = os.environ | stand_in_vllm(tmp_path)
+    command = [sys.executable, str(TINY / "bench.py"), "--stack", str(TINY / "seed"), "--model", str(tiny_llama),
+               "--inputs", str(TINY / "workload"), "--rates", "2", "--duration", "2", "--max-tokens", "8",
+               "--vllm-cache", str(tmp_path / "rows")]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    rows_of = [{line.split()[1]: line.split()[2] for line in r.stdout.splitlines() if "METRIC vllm_" in line}
+               for r in (first, again)]  # fmt: skip
+    assert rows_of[0] == rows_of[1] and float(rows_of[0]["vllm_output_tokens_per_s_at_2"]) > 0
+    assert "vllm: ready after" in first.stderr and "vllm: reusing" in again.stderr
