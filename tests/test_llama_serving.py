@@ -214,10 +214,11 @@ def test_smollm2_served_batched_is_token_identical_and_bf16_is_caught(smollm2, t
     with Served(TINY / "seed", smollm2) as served:
         assert openai_answers(served.port)["plain"].choices[0].message.content
         one = served.token_ids(PROMPTS, 24)
-    with Served(seed_with(tmp_path, max_batch=8), smollm2) as served:
+    eight = seed_with(tmp_path, max_batch=8)
+    with Served(eight, smollm2) as served:
         batched = served.token_ids(PROMPTS, 24)
     assert one == batched and sum(map(len, one)) > 60
-    passed = run_checker(seed_with(tmp_path, max_batch=8), smollm2, tmp_path / "cache")
+    passed = run_checker(eight, smollm2, tmp_path / "cache")
     assert passed.returncode == 0 and "CHECK PASS 6 prompts" in passed.stdout, passed.stdout + passed.stderr
     lossy = run_checker(seed_with(tmp_path, dtype="bf16"), smollm2, tmp_path / "cache")
     assert lossy.returncode == 1 and lossy.stdout.count("CHECK FAIL") >= 2, lossy.stdout
