@@ -1,0 +1,1 @@
+../llama-h100-tiny/check.py
