@@ -3,7 +3,8 @@
 python bench.py --stack WORKSPACE --model MODEL_DIR --inputs CASES_DIR
 Starts the stack, waits for ready, warms up with a short untimed request (2 steps), then generates the first case
 and prints METRIC latency_s (the request's round trip), the stack's own per-component times when it reports them
-(body_s, head_s, vae_s) and startup_s.
+(body_s, head_s, vae_s) and startup_s, then the physics floor of floor.py: floor_s, floor_ratio (latency / floor),
+floor_gflop and the machine's matmul_gflops and bandwidth_gbs.
 """
 
 import argparse
@@ -14,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import floor  # noqa: E402
 from stack import Stack, StackError, load_cases  # noqa: E402
 
 WARMUP_STEPS = 2
@@ -45,8 +47,8 @@ def main() -> int:
         if isinstance(timings.get(name), int | float):
             print(f"METRIC {name} {timings[name]:.4f}")
     print(f"METRIC startup_s {startup:.3f}")
-    # The physics floor (FLOPs and bytes from reference.config.Config against measured matmul throughput and
-    # memory bandwidth) goes here, printed as METRIC floor_s and METRIC floor_ratio.
+    for name, value in floor.metrics(args.model, args.stack, case.steps, latency).items():
+        print(f"METRIC {name} {value:.4g}")
     return 0
 
 
