@@ -32,7 +32,7 @@ class Sampler:
         quantize(self.model.head, knobs.head_bits)
         quantize(self.model.body, knobs.body_bits)
         mx.eval(self.model.parameters())
-        self.vae = vae.load(knobs.vae, self.c, weights)
+        self.vae = vae.load(knobs.vae, self.c, weights, model)
         self.length = self.c.prefix_len + self.c.image_tokens + (0 if knobs.prefill_trim == "on" else self.c.tail_len)
         self.mask = omni_mask(self.c, self.length)
         positions = mx.arange(self.length)

@@ -27,7 +27,12 @@ def main() -> None:
 
     from sampler import Sampler
 
-    sampler = Sampler(args.model, knobs)
+    from coreml import Unavailable
+
+    try:
+        sampler = Sampler(args.model, knobs)
+    except Unavailable as error:
+        sys.exit(f"serve.py: {error}")
     reply({"ready": True, "knobs": asdict(knobs)})
     for line in sys.stdin:
         request = json.loads(line)

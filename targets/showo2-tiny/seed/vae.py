@@ -1,8 +1,9 @@
 """The VAE decoder: latents to an RGB image, on its own so that other backends can replace it (knob `vae`)."""
 
+from pathlib import Path
+
 import mlx.core as mx
 import mlx.nn as nn
-
 from config import Config
 
 
@@ -28,10 +29,15 @@ class VAEDecoder(nn.Module):
         return mx.tanh(self.conv_out(x)).transpose(0, 3, 1, 2)
 
 
-def load(kind: str, c: Config, weights: dict):
-    """The decoder the `vae` knob names, loaded from the model's weights (torch layout)."""
+def load(kind: str, c: Config, weights: dict, model: Path | None = None):
+    """The decoder the `vae` knob names, loaded from the model's weights (torch layout); coreml caches its export
+    in the model folder."""
+    if kind == "coreml" and model is not None:
+        import coreml
+
+        return coreml.load(c, weights, model)
     if kind != "mlx":
-        raise ValueError(f"vae={kind}: only 'mlx' is available")
+        raise ValueError(f"vae={kind}: only 'mlx' and 'coreml' (with the model folder) are available")
     decoder = VAEDecoder(c)
     own = {k.removeprefix("vae."): v for k, v in weights.items() if k.startswith("vae.")}
     decoder.load_weights([(k, v.transpose(0, 2, 3, 1) if v.ndim == 4 else v) for k, v in own.items()])
