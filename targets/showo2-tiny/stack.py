@@ -46,10 +46,11 @@ class StackError(RuntimeError):
 
 
 class Stack:
-    def __init__(self, workspace: Path, model: Path):
+    def __init__(self, workspace: Path, model: Path, command: list[str] | None = None):
+        """command: another process speaking the same protocol (a benchmark's reference row), run in workspace."""
         self.stderr = tempfile.TemporaryFile()
         workspace = Path(workspace).resolve()
-        command = [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
+        command = command or [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
         self.process = subprocess.Popen(
             command, cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True
         )
