@@ -2,7 +2,8 @@
 
 python check.py --stack WORKSPACE --model MODEL_DIR --inputs CASES_DIR --cache CACHE_DIR
 Prints CHECK FAIL <metric> <value> <op> <threshold> (<case>) per failure, else CHECK PASS <values>; exits 1 on any
-failure. Reference images are computed once per model, reference code and case, and kept in the cache folder.
+failure. Reference images are computed once per model, reference code and case, and kept in the cache folder;
+each case's image and the reference's are written to CACHE_DIR/outputs as CASE.png and CASE.reference.png.
 """
 
 import argparse
@@ -40,6 +41,7 @@ def main() -> int:
             if isinstance(candidate, str):
                 failures.append(f"{case.name}: {candidate}")
                 continue
+            keep_images(args.cache / "outputs", case.name, candidate, expected[case.name])
             found, summary = judge(candidate, expected[case.name], thresholds)
             failures += [f"{failure} ({case.name})" for failure in found]
             summaries.append(f"{case.name}: {summary}")
@@ -84,6 +86,12 @@ def save_atomic(image: Image.Image, path: Path) -> None:
     os.close(handle)
     image.save(temp)
     os.replace(temp, path)
+
+
+def keep_images(folder: Path, name: str, candidate: np.ndarray, reference: np.ndarray) -> None:
+    """For people to look at: the Judge moves {cache}/outputs to the run's folder for the round."""
+    save_atomic(Image.fromarray(candidate), folder / f"{name}.png")
+    save_atomic(Image.fromarray(reference), folder / f"{name}.reference.png")
 
 
 def candidate_images(workspace: Path, model: Path, cases: list[Case], folder: Path):
