@@ -61,10 +61,10 @@ def main(args: argparse.Namespace) -> int:
     steps = args.steps or case.steps
     out = args.out or home() / "bench" / f"showo2-{time.strftime('%Y%m%d-%H%M%S')}"
     (out / "images").mkdir(parents=True, exist_ok=True)
-    say("measuring this machine: fp32 matmul 1024^3 (MLX bundled BLAS, MLX OpenBLAS, torch) and copy bandwidth")
-    machine = measure_machine(bundle.floor)
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as scratch:
         rows = build_rows(args, target.dir, model_dir, Path(scratch))
+        say("measuring this machine: fp32 matmul 1024^3 (MLX bundled BLAS, MLX OpenBLAS, torch) and copy bandwidth")
+        machine = measure_machine(bundle.floor)
         say("rows: " + "; ".join(f"{r.key} {r.label}" for r in rows))
         measure(bundle.stack, rows, case, steps, args.repeats, model_dir, out / "images")
     config = bundle.floor.Config.load(model_dir)
