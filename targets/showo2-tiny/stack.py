@@ -22,7 +22,7 @@ class Case:
     prompt: str
     seed: int = 0
     steps: int = 20
-    guidance: float = 3.0
+    guidance: float = 2.5
 
     def request(self, out: Path, steps: int | None = None) -> dict:
         return {"id": self.name, "prompt": self.prompt, "seed": self.seed, "steps": steps or self.steps,

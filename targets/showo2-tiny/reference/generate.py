@@ -1,7 +1,7 @@
 """The PyTorch reference sampler, as plain as the official one: every Euler step runs the whole sequence (text
 prefix included) through the SigLIP encoder, body and head for both classifier-free guidance branches.
 
-python -m reference.generate --model MODEL_DIR --prompt TEXT --seed 0 --steps 20 --guidance 3 --out image.png
+python -m reference.generate --model MODEL_DIR --prompt TEXT --seed 0 --steps 20 --guidance 2.5 --out image.png
 """
 
 import argparse
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float, default=2.5)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     Reference(args.model).generate(args.prompt, args.seed, args.steps, args.guidance).save(args.out)
