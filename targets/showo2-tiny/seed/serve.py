@@ -22,12 +22,9 @@ def main() -> None:
     import blas
 
     blas.select(knobs.blas)
-    import mlx.core as mx
-    from PIL import Image
-
-    from sampler import Sampler
-
     from coreml import Unavailable
+    from PIL import Image
+    from sampler import Sampler
 
     try:
         sampler = Sampler(args.model, knobs)
