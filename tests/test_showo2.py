@@ -93,14 +93,14 @@ def test_a_failing_model_recipe_is_one_clear_error(tmp_path):
 
 
 def test_the_reference_is_deterministic_and_its_image_depends_on_prompt_and_guidance(showo2_model, reference, tmp_path):
-    again = reference_image(showo2_model, tmp_path / "again.png")
-    assert np.array_equal(again, reference)
     assert reference.shape == (64, 64, 3) and reference.std() > 20
     assert ((reference == 0) | (reference == 255)).mean() < 0.05
-    other = reference_image(showo2_model, tmp_path / "boat.png", prompt="a blue boat on a lake")
-    unguided = reference_image(showo2_model, tmp_path / "g1.png", guidance=1.0)
-    assert metrics.mae(other, reference) > 10
-    assert metrics.mae(unguided, reference) > 5
+    short = reference_image(showo2_model, tmp_path / "a.png", steps=6)
+    assert np.array_equal(reference_image(showo2_model, tmp_path / "b.png", steps=6), short)
+    other = reference_image(showo2_model, tmp_path / "boat.png", prompt="a blue boat on a lake", steps=6)
+    unguided = reference_image(showo2_model, tmp_path / "g1.png", guidance=1.0, steps=6)
+    assert metrics.mae(other, short) > 5
+    assert metrics.mae(unguided, short) > 3
 
 
 def test_the_mlx_port_at_its_defaults_matches_the_reference(showo2_model, reference, tmp_path):

@@ -36,7 +36,9 @@ class Pipeline:
         self.config.model.showo.pretrained_model_path = str(model)
         showo = self.config.model.showo
         self.tokenizer, token_ids = get_text_tokenizer(
-            showo.llm_model_path, add_showo_tokens=True, return_showo_token_ids=True,
+            showo.llm_model_path,
+            add_showo_tokens=True,
+            return_showo_token_ids=True,
             llm_name=path_to_llm_name[showo.llm_model_path],
         )
         showo.llm_vocab_size = len(self.tokenizer)
@@ -56,11 +58,38 @@ class Pipeline:
         from transport import Sampler, create_transport
         from utils import denorm
 
-        (num_image_tokens, _, max_seq_len, max_text_len, latent_dim, patch, width, height, pad_id, bos_id, eos_id,
-         boi_id, eoi_id, _, _, img_pad_id, _, _) = self.params
+        (
+            num_image_tokens,
+            _,
+            max_seq_len,
+            max_text_len,
+            latent_dim,
+            patch,
+            width,
+            height,
+            pad_id,
+            bos_id,
+            eos_id,
+            boi_id,
+            eoi_id,
+            _,
+            _,
+            img_pad_id,
+            _,
+            _,
+        ) = self.params
         tokens, null, positions, null_positions = prepare_gen_input(
-            [prompt], self.tokenizer, num_image_tokens, bos_id, eos_id, boi_id, eoi_id, pad_id, img_pad_id,
-            max_text_len, self.device,
+            [prompt],
+            self.tokenizer,
+            num_image_tokens,
+            bos_id,
+            eos_id,
+            boi_id,
+            eoi_id,
+            pad_id,
+            img_pad_id,
+            max_text_len,
+            self.device,
         )
         generator = torch.Generator().manual_seed(seed)
         z = torch.randn((1, latent_dim, height * patch, width * patch), generator=generator)
@@ -69,16 +98,32 @@ class Pipeline:
         mask = omni_attn_mask_naive(2, max_seq_len, modality, self.device).to(self.dtype)
         t = self.config.transport
         transport = create_transport(
-            path_type=t.path_type, prediction=t.prediction, loss_weight=t.loss_weight, train_eps=t.train_eps,
-            sample_eps=t.sample_eps, snr_type=t.snr_type, do_shift=t.do_shift, seq_len=num_image_tokens,
+            path_type=t.path_type,
+            prediction=t.prediction,
+            loss_weight=t.loss_weight,
+            train_eps=t.train_eps,
+            sample_eps=t.sample_eps,
+            snr_type=t.snr_type,
+            do_shift=t.do_shift,
+            seq_len=num_image_tokens,
         )
         sample = Sampler(transport).sample_ode(
-            sampling_method=t.sampling_method, num_steps=steps, atol=t.atol, rtol=t.rtol, reverse=t.reverse,
+            sampling_method=t.sampling_method,
+            num_steps=steps,
+            atol=t.atol,
+            rtol=t.rtol,
+            reverse=t.reverse,
             time_shifting_factor=t.time_shifting_factor,
         )
         latents = sample(
-            z, self.model.t2i_generate, text_tokens=text_tokens, attention_mask=mask, modality_positions=modality,
-            output_hidden_states=True, max_seq_len=max_seq_len, guidance_scale=guidance,
+            z,
+            self.model.t2i_generate,
+            text_tokens=text_tokens,
+            attention_mask=mask,
+            modality_positions=modality,
+            output_hidden_states=True,
+            max_seq_len=max_seq_len,
+            guidance_scale=guidance,
         )[-1]
         images = self.vae.batch_decode(latents[:1].unsqueeze(2)).squeeze(2)
         return Image.fromarray(np.asarray(denorm(images)[0]))

@@ -23,8 +23,9 @@ def main() -> None:
         request = json.loads(line)
         try:
             started = time.perf_counter()
-            image = pipeline.generate(request["prompt"], int(request["seed"]), int(request["steps"]),
-                                      float(request["guidance"]))
+            image = pipeline.generate(
+                request["prompt"], int(request["seed"]), int(request["steps"]), float(request["guidance"])
+            )
             image.save(request["out"])
             reply({"id": request["id"], "out": request["out"], "timings": {"total_s": time.perf_counter() - started}})
         except Exception as error:  # noqa: BLE001

@@ -4,7 +4,6 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
-
 from config import Config
 
 

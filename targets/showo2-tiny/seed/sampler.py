@@ -6,7 +6,6 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-
 import vae
 from config import Config, sequence_tokens
 from knobs import Knobs

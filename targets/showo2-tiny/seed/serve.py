@@ -22,9 +22,7 @@ def main() -> None:
     import blas
 
     blas.select(knobs.blas)
-    import mlx.core as mx
     from PIL import Image
-
     from sampler import Sampler
 
     sampler = Sampler(args.model, knobs)

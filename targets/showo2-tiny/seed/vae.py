@@ -2,7 +2,6 @@
 
 import mlx.core as mx
 import mlx.nn as nn
-
 from config import Config
 
 
