@@ -25,8 +25,14 @@ class Case:
     guidance: float = 2.5
 
     def request(self, out: Path, steps: int | None = None) -> dict:
-        return {"id": self.name, "prompt": self.prompt, "seed": self.seed, "steps": steps or self.steps,
-                "guidance": self.guidance, "out": str(out)}
+        return {
+            "id": self.name,
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "steps": steps or self.steps,
+            "guidance": self.guidance,
+            "out": str(out),
+        }
 
 
 def load_cases(inputs: Path) -> list[Case]:

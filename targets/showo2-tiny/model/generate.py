@@ -58,8 +58,11 @@ def attention(name: str, d: int, q: int, kv: int, o_bias: bool = False) -> dict:
 
 
 def swiglu(name: str, d: int, f: int) -> dict:
-    return {f"{name}.gate.weight": ((f, d), "linear"), f"{name}.up.weight": ((f, d), "linear"),
-            f"{name}.down.weight": ((d, f), "linear")}
+    return {
+        f"{name}.gate.weight": ((f, d), "linear"),
+        f"{name}.up.weight": ((f, d), "linear"),
+        f"{name}.down.weight": ((d, f), "linear"),
+    }
 
 
 def layer_norm(name: str, d: int) -> dict:

@@ -9,7 +9,7 @@ KNOBS_FILE = Path(__file__).with_name("atelier.knobs.toml")
 
 @dataclass
 class Knobs:
-    blas: str = "bundled"
+    blas: str = "openblas"
     cfg_stride: int = 1
     siglip: str = "every_branch"
     body_cache: str = "off"
