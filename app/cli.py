@@ -18,7 +18,7 @@ from app.readonly import TamperError
 from app.run import ActiveRun, Options, create, reopen
 from app.sandbox import SandboxError
 from app.store import Store, StoreError
-from app.views import rounds_table, runs_table
+from app.views import images_text, rounds_table, runs_table
 from backends.executor import ConfigError, ExecutorError
 
 BENCHES = sorted(p.stem.removesuffix("bench") for p in Path(__file__).with_name("bench").glob("*bench.py"))
@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     _command(sub, "runs", cmd_runs, "list runs")
     show = _command(sub, "show", cmd_show, "a run's rounds, with metric and ratio to baseline")
     show.add_argument("run")
+    show.add_argument("--round", type=int, dest="round_n", help="list this round's images (default: the best round's)")
     exp = _command(sub, "export", cmd_export, "write a run's best accepted stack as a standalone folder")
     exp.add_argument("run")
     exp.add_argument("--to", required=True, type=Path, dest="dest")
@@ -197,6 +198,8 @@ def cmd_show(args) -> int:
     if profiles:
         print("\nprofiles (the Evaluator's, outside the measured numbers):")
         print("\n".join(f"  {p}" for p in profiles))
+    if images := images_text(run, store.rounds(run.id), args.round_n):
+        print("\n" + images)
     return 0
 
 

@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from app import readonly
+from app import outputs, readonly
 from app.roles import Verdict
 from app.run import ActiveRun
 
 
 def judge(run: ActiveRun, n: int | None, stack: Path) -> Verdict:
+    outputs.clear(run.dir / "cache")
     reasons = untouched(run, "before the checker")
     if reasons:
         return Verdict(False, reasons)
@@ -19,6 +20,7 @@ def judge(run: ActiveRun, n: int | None, stack: Path) -> Verdict:
         elif not result.ok:
             failures = [line.removeprefix("CHECK FAIL ") for line in result.output.splitlines() if "CHECK FAIL" in line]
             reasons += failures or [f"checker exited {result.exit_code} on {inputs.name}: {result.tail(3)}"]
+    outputs.keep(run.dir, n)
     reasons += untouched(run, "after the checker")
     return Verdict(not reasons, reasons)
 

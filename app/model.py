@@ -1,11 +1,16 @@
+import hashlib
 import importlib
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from app.target import Model
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+RECIPE = "generate.py"
 
 
 class ModelError(Exception):
@@ -34,6 +39,8 @@ def prepare(model: Model, base: Path, executor: str, models_dir: Path) -> Path:
     where = locate(model, base)
     if isinstance(where, str):
         where = _download(where)
+    if (where / RECIPE).is_file():
+        where = _generate(where, models_dir)
     kind = executor.partition(":")[0]
     prepare_for = getattr(importlib.import_module(f"backends.{kind}"), "prepare_model", None)
     return prepare_for(where, models_dir) if prepare_for else where
@@ -52,6 +59,22 @@ def _package_file(spec: str) -> Path:
     if found is None or not found.submodule_search_locations:
         raise ModelError(f"model.package: Python package '{package}' is not installed (pip install it)")
     return Path(list(found.submodule_search_locations)[0]) / rest
+
+
+def _generate(recipe: Path, models_dir: Path) -> Path:
+    """A synthetic model: the folder's generate.py run once (python generate.py OUT), cached by the folder's hash."""
+    digest = hashlib.sha256()
+    for file in sorted(f for f in recipe.rglob("*") if f.is_file() and "__pycache__" not in f.parts):
+        digest.update(str(file.relative_to(recipe)).encode() + file.read_bytes())
+    out = models_dir / f"synthetic-{recipe.name}-{digest.hexdigest()[:12]}"
+    if out.exists():
+        return out
+    temp = models_dir / f".{out.name}-{os.getpid()}"
+    done = subprocess.run([sys.executable, str(recipe / RECIPE), str(temp)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ModelError(f"{recipe / RECIPE} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    os.replace(temp, out)
+    return out
 
 
 def _download(hub_id: str) -> Path:

@@ -3,6 +3,7 @@
 import time
 from collections.abc import Sequence
 
+from app import outputs
 from app.store import Round, Run
 
 
@@ -42,6 +43,21 @@ def rounds_table(run: Run, rounds: list[Round]) -> str:
     summary = f"baseline {_num(run.baseline)} · best {_num(run.best)} · ratio {_ratio(run.best_ratio)}"
     summary += f" · noise band ±{run.noise:.1%}" if run.noise else ""
     return _table(rows) + f"\n\n{run.metric} ({run.direction} is better): {summary}"
+
+
+def images_text(run: Run, rounds: list[Round], n: int | None = None) -> str:
+    """Where a round's images and the reference's are (the best round's unless n is given); empty when a target
+    keeps no images and no round was asked for."""
+    which = outputs.best_round(run, rounds) if n is None else n
+    pairs = outputs.images(run.path, which)
+    title = (
+        f"images of round {which}" + (" (the best stack)" if n is None else "") + (" (the seed)" if not which else "")
+    )
+    if not pairs:
+        return f"{title}: none (the checker kept no images for it)" if n is not None else ""
+    rows = [("case", "image", "reference")]
+    rows += [(p.name, str(p.image or "-"), str(p.reference or "-")) for p in pairs]
+    return f"{title}:\n" + _table(rows)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

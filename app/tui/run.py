@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Log, Markdown, Static, Ta
 from app import control
 from app.export import ExportError, export
 from app.store import Round, Store, StoreError
-from app.tui import data, transcripts
+from app.tui import data, image, transcripts
 from app.tui.data import RunDetail
 from app.tui.dialogs import Ask, Confirm
 from app.tui.runs import ratio, resume
@@ -90,6 +90,8 @@ class RunScreen(AtelierScreen):
                 yield Static("select a round", id="diff-title")
                 with VerticalScroll(id="diff-scroll"):
                     yield Static("", id="diff")
+            with TabPane("Image", id="tab-image"):
+                yield image.ImagePane(id="image")
             with TabPane("Memory", id="tab-memory"), VerticalScroll():
                 yield Markdown("", id="memory")
             with TabPane("Backlog", id="tab-backlog"):
@@ -236,6 +238,7 @@ class RunScreen(AtelierScreen):
             or f"No transcripts for round {r.n}: the {run.policy} policy makes no LLM calls."
         )
         self.app.call_from_thread(self.show_diff_text, r, text, body)
+        self.app.call_from_thread(self.query_one(image.ImagePane).show, image.render(run.path, r.n))
         self.app.call_from_thread(self.query_one("#transcripts", Static).update, Text(said))
 
     def show_diff_text(self, r: Round, text: str, body: Text) -> None:

@@ -1,0 +1,1 @@
+../showo2-tiny/check.py

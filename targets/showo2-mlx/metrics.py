@@ -1,0 +1,1 @@
+../showo2-tiny/metrics.py

@@ -1,0 +1,1 @@
+../showo2-tiny/stack.py

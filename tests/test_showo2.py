@@ -1,0 +1,203 @@
+"""showo2-tiny: the synthetic model recipe, the PyTorch reference, the MLX port and its knobs, the checker."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import knobs
+from app.model import ModelError, prepare
+from app.target import Model, load
+from tests.conftest import atelier, rows
+
+TARGET = Path(__file__).resolve().parents[1] / "targets" / "showo2-tiny"
+CASE = json.loads((TARGET / "suite" / "cases.json").read_text())[0]
+PROMPT, SEED, STEPS, GUIDANCE = CASE["prompt"], CASE["seed"], CASE["steps"], CASE["guidance"]
+
+
+def module(name: str):
+    spec = importlib.util.spec_from_file_location(f"showo2_{name}", TARGET / f"{name}.py")
+    found = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = found
+    spec.loader.exec_module(found)
+    return found
+
+
+metrics = module("metrics")
+THRESHOLDS = module("stack").load_thresholds(TARGET / "thresholds.toml")
+
+
+@pytest.fixture(scope="session")
+def showo2_model(tmp_path_factory) -> Path:
+    target = load(str(TARGET))
+    return prepare(target.model, target.dir, target.executor, tmp_path_factory.mktemp("showo2-home") / "models")
+
+
+def reference_image(model: Path, out: Path, prompt=PROMPT, steps=STEPS, guidance=GUIDANCE) -> np.ndarray:
+    command = [sys.executable, "-m", "reference.generate", "--model", str(model), "--prompt", prompt]
+    command += ["--seed", str(SEED), "--steps", str(steps), "--guidance", str(guidance), "--out", str(out)]
+    subprocess.run(command, cwd=TARGET, check=True, capture_output=True)
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def reference(showo2_model, tmp_path_factory) -> np.ndarray:
+    return reference_image(showo2_model, tmp_path_factory.mktemp("showo2-ref") / "fox.png")
+
+
+def stack_with(folder: Path, **settings) -> Path:
+    """A copy of the seed stack with knob defaults set (and the system OpenBLAS, so that it runs at speed)."""
+    stack = folder / "stack"
+    shutil.copytree(TARGET / "seed", stack, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, value in ({"blas": "openblas"} | settings).items():
+        knobs.set_default(stack, name, value)
+    return stack
+
+
+def stack_image(stack: Path, model: Path, steps=STEPS) -> tuple[np.ndarray, dict]:
+    client = module("stack")
+    with client.Stack(stack, model) as worker:
+        worker.wait_ready()
+        out = stack.parent / "image.png"
+        answer = worker.ask(client.Case("fox", PROMPT, SEED, steps, GUIDANCE).request(out))
+        return np.asarray(Image.open(out).convert("RGB")), answer["timings"]
+
+
+def run_script(name: str, stack: Path, model: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(TARGET / name), "--stack", str(stack), "--model", str(model)]
+    command += ["--inputs", str(TARGET / "suite")] + (["--cache", str(cache)] if cache else [])
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def test_the_model_recipe_is_generated_once_and_cached(showo2_model, tmp_path):
+    config = json.loads((TARGET / "model" / "config.json").read_text())
+    assert json.loads((showo2_model / "config.json").read_text()) == config
+    again = prepare(Model(path=str(TARGET / "model")), TARGET, "mlx", showo2_model.parent)
+    assert again == showo2_model
+    other = prepare(Model(path=str(TARGET / "model")), TARGET, "mlx", tmp_path / "models")
+    assert (other / "model.safetensors").read_bytes() == (showo2_model / "model.safetensors").read_bytes()
+
+
+def test_a_failing_model_recipe_is_one_clear_error(tmp_path):
+    recipe = tmp_path / "broken"
+    recipe.mkdir()
+    (recipe / "generate.py").write_text("raise SystemExit('no weights today')\n")
+    with pytest.raises(ModelError, match="generate.py failed: no weights today"):
+        prepare(Model(path=str(recipe)), tmp_path, "mlx", tmp_path / "models")
+
+
+def test_the_reference_is_deterministic_and_its_image_depends_on_prompt_and_guidance(showo2_model, reference, tmp_path):
+    assert reference.shape == (64, 64, 3) and reference.std() > 20
+    assert ((reference == 0) | (reference == 255)).mean() < 0.05
+    short = reference_image(showo2_model, tmp_path / "a.png", steps=6)
+    assert np.array_equal(reference_image(showo2_model, tmp_path / "b.png", steps=6), short)
+    other = reference_image(showo2_model, tmp_path / "boat.png", prompt="a blue boat on a lake", steps=6)
+    unguided = reference_image(showo2_model, tmp_path / "g1.png", guidance=1.0, steps=6)
+    assert metrics.mae(other, short) > 5
+    assert metrics.mae(unguided, short) > 3
+
+
+def test_the_mlx_port_at_its_defaults_matches_the_reference(showo2_model, reference, tmp_path):
+    image, timings = stack_image(stack_with(tmp_path), showo2_model)
+    failures, _ = metrics.judge(image, reference, THRESHOLDS)
+    assert failures == []
+    assert metrics.mae(image, reference) < 0.05
+    assert set(timings) >= {"body_s", "head_s", "vae_s", "total_s"} and timings["body_s"] > 0
+
+
+EXACT = [
+    {"body_cache": "on"},
+    {"prefill_trim": "on"},
+    {"body_cache": "on", "head_cache": "on"},
+    {"body_cache": "on", "head_cache": "on", "prefill_trim": "on"},
+    {"siglip": "per_step"},
+    {"compile": "on", "body_cache": "on"},
+]
+WITHIN = [{"cfg_stride": 2}, {"cfg_stride": 3}, {"head_bits": "8"}, {"body_bits": "8"}]
+BROKEN = [
+    ({"cfg_stride": 4}, "mae"),
+    ({"cfg_stride": 6}, "psnr"),
+    ({"siglip": "first"}, "ssim"),
+    ({"head_bits": "4"}, "psnr"),
+    ({"body_bits": "4"}, "ssim"),
+]
+
+
+@pytest.mark.parametrize("settings", EXACT[:2])
+def test_exact_knobs_keep_the_image(settings, showo2_model, reference, tmp_path):
+    image, _ = stack_image(stack_with(tmp_path, **settings), showo2_model)
+    assert metrics.mae(image, reference) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", EXACT[2:] + WITHIN)
+def test_knobs_keep_the_image_within_the_thresholds(settings, showo2_model, reference, tmp_path):
+    image, _ = stack_image(stack_with(tmp_path, **settings), showo2_model)
+    assert metrics.judge(image, reference, THRESHOLDS)[0] == []
+    if settings in EXACT:
+        assert metrics.mae(image, reference) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("settings", "metric"), BROKEN)
+def test_lossy_knobs_pushed_too_far_break_the_image(settings, metric, showo2_model, reference, tmp_path):
+    image, _ = stack_image(stack_with(tmp_path, **settings), showo2_model)
+    failures, _ = metrics.judge(image, reference, THRESHOLDS)
+    assert any(f.startswith(metric) for f in failures), failures
+
+
+def test_the_checker_metrics_pass_identical_images_and_name_the_failing_metric(reference):
+    assert metrics.judge(reference, reference.copy(), THRESHOLDS) == ([], "mae 0 psnr inf ssim 1")
+    rng = np.random.default_rng(0)
+    noised = np.clip(reference + rng.normal(0, 12, reference.shape), 0, 255).astype(np.uint8)
+    failures, _ = metrics.judge(noised, reference, THRESHOLDS)
+    assert [f.split()[0] for f in failures] == ["mae", "psnr", "ssim"]
+    brighter = np.clip(reference.astype(int) + 3, 0, 255).astype(np.uint8)
+    assert [f.split()[0] for f in metrics.judge(brighter, reference, THRESHOLDS)[0]] == ["mae"]
+    faint = np.clip(reference.astype(int) + rng.integers(-1, 2, reference.shape), 0, 255).astype(np.uint8)
+    assert metrics.judge(faint, reference, THRESHOLDS)[0] == []
+    shifted = np.roll(reference, 2, axis=1)
+    assert metrics.judge(shifted, reference, THRESHOLDS)[0][0].startswith("mae")
+    assert metrics.judge(reference[:32], reference, THRESHOLDS)[0] == [f"size (32, 64, 3) != {reference.shape}"]
+
+
+def test_the_checker_rejects_a_too_aggressive_cfg_stride_naming_the_metric(showo2_model, tmp_path):
+    result = run_script("check.py", stack_with(tmp_path, cfg_stride=6), showo2_model, tmp_path / "cache")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("CHECK FAIL mae ") and line.endswith("> 2.0 (fox)") for line in lines), lines
+    assert any(line.startswith("CHECK FAIL psnr ") for line in lines), lines
+    assert list((tmp_path / "cache").glob("showo2-tiny-reference-*.png"))
+
+
+def test_the_checker_fails_a_stack_that_does_not_start(showo2_model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_script("check.py", tmp_path / "empty", showo2_model, tmp_path / "cache")
+    assert result.returncode == 1
+    assert result.stdout.startswith("CHECK FAIL fox: stack did not start")
+
+
+@pytest.mark.slow
+def test_the_checker_passes_the_seed_and_the_benchmark_reports_components(showo2_model, tmp_path):
+    stack = stack_with(tmp_path, cfg_stride=2)
+    checked = run_script("check.py", stack, showo2_model, tmp_path / "cache")
+    assert checked.returncode == 0 and checked.stdout.startswith("CHECK PASS fox: mae "), checked.stdout
+    bench = run_script("bench.py", stack, showo2_model)
+    assert bench.returncode == 0, bench.stderr
+    names = [line.split()[1] for line in bench.stdout.splitlines() if line.startswith("METRIC ")]
+    assert names == ["latency_s", "body_s", "head_s", "vae_s", "startup_s", "floor_s", "floor_ratio", "floor_gflop",
+                     "matmul_gflops", "bandwidth_gbs"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_tuner_run_on_showo2_tiny_ends_with_an_accepted_faster_round(home):
+    result = atelier("run", str(TARGET), "--policy", "tuner", "--max-rounds", "3", home=home, timeout=3600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    accepted = rows(home, "SELECT gain FROM rounds WHERE status = 'accepted' AND n > 0")
+    assert accepted and min(r["gain"] for r in accepted) > 1
