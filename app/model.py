@@ -13,6 +13,11 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 RECIPE = "generate.py"
 
 
+# Meta's repositories carry a second, consolidated copy of the weights for their own code; stacks load the
+# Hugging Face layout, so fetching (and sending to a remote) that copy would double the download.
+LEGACY_CHECKPOINTS = ["original/*"]
+
+
 class ModelError(Exception):
     pass
 
@@ -81,6 +86,6 @@ def _download(hub_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(hub_id))
+        return Path(snapshot_download(hub_id, ignore_patterns=LEGACY_CHECKPOINTS))
     except Exception as e:
         raise ModelError(f"cannot fetch '{hub_id}' from the hub: {type(e).__name__}: {e}") from e
