@@ -51,6 +51,16 @@ def reference(showo2_model, tmp_path_factory) -> np.ndarray:
     return reference_image(showo2_model, tmp_path_factory.mktemp("showo2-ref") / "fox.png")
 
 
+@pytest.fixture(scope="session")
+def check_cache(showo2_model, reference, tmp_path_factory) -> Path:
+    """A checker cache holding the reference image, as check.py names it, so checker runs skip the reference."""
+    check, client = module("check"), module("stack")
+    cache = tmp_path_factory.mktemp("showo2-cache")
+    case = client.load_cases(TARGET / "suite")[0]
+    Image.fromarray(reference).save(cache / f"showo2-tiny-reference-{check.reference_key(showo2_model, case)}.png")
+    return cache
+
+
 def stack_with(folder: Path, **settings) -> Path:
     """A copy of the seed stack with knob defaults set (and the system OpenBLAS, so that it runs at speed)."""
     stack = folder / "stack"
@@ -167,26 +177,26 @@ def test_the_checker_metrics_pass_identical_images_and_name_the_failing_metric(r
     assert metrics.judge(reference[:32], reference, THRESHOLDS)[0] == [f"size (32, 64, 3) != {reference.shape}"]
 
 
-def test_the_checker_rejects_a_too_aggressive_cfg_stride_naming_the_metric(showo2_model, tmp_path):
-    result = run_script("check.py", stack_with(tmp_path, cfg_stride=6), showo2_model, tmp_path / "cache")
+def test_the_checker_rejects_a_too_aggressive_cfg_stride_naming_the_metric(showo2_model, check_cache, tmp_path):
+    result = run_script("check.py", stack_with(tmp_path, cfg_stride=6), showo2_model, check_cache)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("CHECK FAIL mae ") and line.endswith("> 2.0 (fox)") for line in lines), lines
     assert any(line.startswith("CHECK FAIL psnr ") for line in lines), lines
-    assert list((tmp_path / "cache").glob("showo2-tiny-reference-*.png"))
 
 
-def test_the_checker_fails_a_stack_that_does_not_start(showo2_model, tmp_path):
+def test_the_checker_computes_the_reference_once_and_fails_a_stack_that_does_not_start(showo2_model, tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_script("check.py", tmp_path / "empty", showo2_model, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("showo2-tiny-reference-*.png"))) == 1
     assert result.returncode == 1
     assert result.stdout.startswith("CHECK FAIL fox: stack did not start")
 
 
 @pytest.mark.slow
-def test_the_checker_passes_the_seed_and_the_benchmark_reports_components(showo2_model, tmp_path):
+def test_the_checker_passes_the_seed_and_the_benchmark_reports_components(showo2_model, check_cache, tmp_path):
     stack = stack_with(tmp_path, cfg_stride=2)
-    checked = run_script("check.py", stack, showo2_model, tmp_path / "cache")
+    checked = run_script("check.py", stack, showo2_model, check_cache)
     assert checked.returncode == 0 and checked.stdout.startswith("CHECK PASS fox: mae "), checked.stdout
     bench = run_script("bench.py", stack, showo2_model)
     assert bench.returncode == 0, bench.stderr
