@@ -176,6 +176,8 @@ def test_tiny_target_runs_over_ssh_with_the_tuner(server, tmp_path, monkeypatch,
     configure(server, tmp_path, monkeypatch)
     bundle = tmp_path / "predicted-outputs-tiny"
     shutil.copytree(TINY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
+    for extra in ("suite/menu.json", "suite/recipe.json", "hidden/average.json"):
+        (bundle / extra).unlink()
     home.mkdir(parents=True)
     models_dir.mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(models_dir)
