@@ -21,7 +21,7 @@ from app.store import Store, StoreError
 from app.views import rounds_table, runs_table
 from backends.executor import ConfigError, ExecutorError
 
-BENCHES = ("json",)
+BENCHES = ("json", "predicted")
 ERRORS = (
     target.TargetError, ModelError, StoreError, RunError, KnobError, ExportError, TamperError, ValueError,
     FileNotFoundError, ConfigError, ExecutorError, local.LocalServerError, SandboxError,

@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     cases, skipped = load_workload(args, workload, target.dir, tokenizer)
     cases, uncompiled = compilable(cases, tokenizer, model_dir)
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as scratch:
-        tuned = tuned_stack(args, Path(scratch))
+        tuned = tuned_stack(args, Path(scratch)) if args.stack or "e" in args.rows.split(",") else None
         rows = build_rows(args.rows.split(","), target.dir / target.seed, tuned, model_dir, Path(str(gguf)))
         say(f"{len(cases)} cases, {len(uncompiled)} uncompilable, {len(skipped)} skipped; rows: "
             + ", ".join(r.key for r in rows))  # fmt: skip
@@ -122,15 +122,16 @@ class Tuned:
     settings: dict
 
 
-def tuned_stack(args, scratch: Path) -> Tuned | None:
+def tuned_stack(args, scratch: Path, target: str = TARGET) -> Tuned | None:
+    """The stack args name: --stack DIR, else the best of --run RUN, else of the latest run of target."""
     if args.stack:
         folder = args.stack.resolve()
         return Tuned(folder, f"stack {folder}", knobs.settings(folder))
     store = Store()
-    runs = [r for r in store.runs() if r.target == TARGET and r.best_commit and r.best is not None]
+    runs = [r for r in store.runs() if r.target == target and r.best_commit and r.best is not None]
     if args.run:
         runs = [store.run(args.run)]
-    if not runs or "e" not in args.rows.split(","):
+    if not runs:
         return None
     run = max(runs, key=lambda r: r.started)
     folder = export(store, run.id, scratch / "tuned")
