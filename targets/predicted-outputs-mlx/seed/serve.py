@@ -20,7 +20,7 @@ PROTOCOL = sys.stdout
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="mlx-lm model folder")
-    parser.add_argument("--draft", default="", help="draft model folder (unused by this stack; accepted for the target)")
+    parser.add_argument("--draft", default="", help="draft model folder (unused by this stack)")
     args = parser.parse_args()
     sys.stdout = sys.stderr
     engine = build_engine(args.model, Knobs.read())
