@@ -3,6 +3,7 @@ checker on a candidate, the bundle, and a tuner run."""
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -279,3 +280,28 @@ def test_twin_run_with_the_tuner_accepts_predicted_outputs(tmp_path, home):
     assert round1["task"] == "predicted=on" and round1["metric"] < run["baseline"]
     verdicts = [tuple(v) for v in rows(home, "SELECT role, passed FROM verdicts WHERE round = 1")]
     assert ("judge", 1) in verdicts and ("evaluator", 1) in verdicts
+    dest = tmp_path / "export"
+    atelier("export", run["id"], "--to", str(dest), home=home, check=True)
+    served_by_run_sh(dest)
+
+
+def served_by_run_sh(stack: Path) -> None:
+    """The export's run.sh serves the OpenAI client; a request carrying its own answer as prediction gets the
+    same answer, mostly from accepted predicted tokens."""
+    from openai import OpenAI
+
+    env = {**os.environ, "PYTHON": sys.executable}
+    command = [str(stack / "run.sh"), "--port", "0"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{ready_port(process)}/v1", api_key="none", max_retries=0)
+        messages = [{"role": "user", "content": "Reply with the updated text only. Say hello to Ana:\n\nHello, Bob!"}]
+        plain = client.chat.completions.create(model="stack", messages=messages, max_tokens=16)
+        text = plain.choices[0].message.content
+        predicted = client.chat.completions.create(model="stack", messages=messages, max_tokens=16,
+                                                   prediction={"type": "content", "content": text})  # fmt: skip
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert predicted.choices[0].message.content == text
+    assert predicted.usage.completion_tokens_details.accepted_prediction_tokens >= predicted.usage.completion_tokens / 2
