@@ -127,6 +127,11 @@ def test_predicted_decoding_is_token_identical_to_mlx_lm_greedy_on_a_synthetic_m
     assert short.tokens == plain[:5] and short.finish_reason == "length"
 
 
+def test_a_missing_model_folder_is_one_clear_error(seed, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an mlx-lm model folder"):
+        seed.engine.load(tmp_path / "missing")
+
+
 def test_bundle_validates_and_shares_the_tiny_twins_workload():
     problems, target = check(TWIN)
     assert problems == [] and target is not None

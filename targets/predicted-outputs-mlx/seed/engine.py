@@ -54,6 +54,8 @@ class EngineConfig:
 
 def load(folder: Path, weights: str = "quantized"):
     """The mlx-lm model (as shipped, or dequantized to dense fp32), its Hugging Face tokenizer and stop tokens."""
+    if not (Path(folder) / "config.json").is_file():
+        raise FileNotFoundError(f"not an mlx-lm model folder (no config.json): {folder}")
     model, wrapper = load_mlx(str(folder))
     if weights == "fp32":
         for _, module in model.named_modules():
