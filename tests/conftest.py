@@ -14,6 +14,7 @@ from app.run import Options, create
 from app.store import Store
 from app.target import load
 from backends.mlx.gguf import convert
+from sshd import require, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "targets" / "toy"
@@ -83,6 +84,15 @@ def wait_for(home: Path, query: str, timeout: float = 300) -> list:
             pass
         time.sleep(0.2)
     raise AssertionError(f"never saw: {query}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A throwaway OpenSSH server on 127.0.0.1 for the module's tests (skipped without OpenSSH here)."""
+    require()
+    s = serve(tmp_path_factory.mktemp("sshd") / "server")
+    yield s
+    s.stop()
 
 
 # The real SmolLM2 weights, converted once per session and shared by every json-tiny test.

@@ -42,6 +42,18 @@ class Server:
             pass
 
 
+def require() -> None:
+    """Skips the calling test without OpenSSH and rsync here (fails it under CI, which installs them)."""
+    import pytest
+
+    missing = [p for p in (str(SSHD), "rsync", "ssh") if not shutil.which(p)]
+    if missing:
+        message = f"needs {', '.join(missing)}: apt-get install openssh-server openssh-client rsync"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def serve(dir: Path) -> Server:
     dir.mkdir(parents=True)
     for name in ("host_key", "user_key"):

@@ -3,7 +3,6 @@
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,24 +19,12 @@ from backends.cuda_remote.executor import RemoteExecutor, described
 from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
 from backends.executor import ConfigError, Sandbox
 from conftest import ROOT, atelier, rows, wait_for
-from sshd import SSHD, configure, serve
+from sshd import configure, require, serve
 
 
 @pytest.fixture(scope="module", autouse=True)
 def openssh():
-    missing = [p for p in (str(SSHD), "rsync", "ssh") if not shutil.which(p)]
-    if missing:
-        message = f"needs {', '.join(missing)}: apt-get install openssh-server openssh-client rsync"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = serve(tmp_path_factory.mktemp("sshd") / "server")
-    yield s
-    s.stop()
+    require()
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     workload = import_workload(target.dir)
+    if not hasattr(workload, "overlap"):
+        raise ValueError(f"{target.name} is not a predicted-outputs target (its workload.py has no overlap())")
     models = home() / "models"
     model_dir = model.prepare(target.model, target.dir, "local", models)
     draft = args.draft or model.prepare_draft(target.model, target.dir, "local", models)
