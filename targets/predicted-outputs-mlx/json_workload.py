@@ -1,0 +1,1 @@
+../json-tiny/workload.py

@@ -1,0 +1,1 @@
+../predicted-outputs-tiny/workload.py
