@@ -226,7 +226,7 @@ def test_smollm2_served_batched_is_token_identical_and_bf16_is_caught(smollm2, t
 
 @pytest.mark.slow
 def test_the_tuner_finds_batching_gains_on_llama_h100_tiny(home):
-    result = atelier("run", "targets/llama-h100-tiny", "--max-rounds", "2", home=home, timeout=3600, check=True)
+    result = atelier("run", "targets/llama-h100-tiny", "--max-rounds", "1", home=home, timeout=3600, check=True)
     [run] = rows(home, "SELECT * FROM runs")
     rounds = rows(home, "SELECT * FROM rounds ORDER BY n")
     assert [r["task"] for r in rounds][:1] == ["max_batch=4"], result.stdout
