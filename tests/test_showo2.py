@@ -14,7 +14,7 @@ from PIL import Image
 from app import knobs
 from app.model import ModelError, prepare
 from app.target import Model, load
-from tests.conftest import atelier, rows
+from conftest import atelier, rows
 
 TARGET = Path(__file__).resolve().parents[1] / "targets" / "showo2-tiny"
 CASE = json.loads((TARGET / "suite" / "cases.json").read_text())[0]
