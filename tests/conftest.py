@@ -22,6 +22,22 @@ TARGET = ROOT / "targets" / "json-tiny"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_bundle_modules():
+    """Bundles share module names (engine, stack, knobs, reference…): each test module imports its own bundle's,
+    never one another module left in sys.modules."""
+    forget_bundle_modules()
+    yield
+    forget_bundle_modules()
+
+
+def forget_bundle_modules() -> None:
+    bundles = str(ROOT / "targets")
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(bundles):
+            del sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def toy_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("toy-model") / "model"

@@ -26,8 +26,9 @@ PROMPTS = ["Hello there.", "Count to five.", "Why is the sea salty?", "Name a co
 def bundle_module(name: str):
     spec = importlib.util.spec_from_file_location(f"llama_{name.replace('/', '_')}", TINY / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    if str(TINY) not in sys.path:
-        sys.path.insert(0, str(TINY))
+    if str(TINY) in sys.path:
+        sys.path.remove(str(TINY))
+    sys.path.insert(0, str(TINY))
     spec.loader.exec_module(module)
     return module
 
