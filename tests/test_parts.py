@@ -105,7 +105,7 @@ def test_local_profiles_name_their_tool_and_their_failures(tmp_path):
     assert not failed.ok and failed.summary.startswith("the benchmark failed under cProfile (exit code 3)")
     shell = x.profile(["sh", "-c", "true"], tmp_path, out, 60)
     assert shell.tool == "none" and "`sh` is not a Python command and nsys is not installed" in shell.summary
-    assert TorchExecutor().profiler == ("nsys" if shutil.which("nsys") else "torch")
+    assert TorchExecutor().profiler_tool() == ("nsys" if shutil.which("nsys") else "torch")
 
 
 def test_metrics_and_noise():

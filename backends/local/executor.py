@@ -10,8 +10,7 @@ class TorchExecutor(LocalExecutor):
 
     kind = "local"
 
-    @property
-    def profiler(self) -> str:  # type: ignore[override]
+    def profiler_tool(self) -> str:
         return "nsys" if shutil.which("nsys") else "torch"
 
     def hardware(self) -> dict[str, str]:

@@ -29,7 +29,6 @@ class LocalExecutor:
 
     kind = "mlx"
     python = sys.executable
-    profiler = "cProfile"
 
     def sync(self, workspace: Path) -> Path:
         return workspace
@@ -94,7 +93,10 @@ class LocalExecutor:
         env: dict[str, str] | None = None,
         sandbox: Sandbox | None = None,
     ) -> Profile:
-        return profiler.run(self, self.profiler, command, cwd, out, timeout, env, sandbox)
+        return profiler.run(self, self.profiler_tool(), command, cwd, out, timeout, env, sandbox)
+
+    def profiler_tool(self) -> str:
+        return "cProfile"
 
     def hardware(self) -> dict[str, str]:
         facts = {"machine": platform.machine(), "system": platform.system(), "processor": _processor()}
