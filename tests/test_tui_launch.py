@@ -78,8 +78,8 @@ def test_executor_and_endpoint_per_role(toy_bundle, tmp_path, monkeypatch, spawn
     async def script(pilot):
         form = await open_form(pilot, toy_bundle)
         executor, start = form.query_one("#executor"), form.query_one("#start")
-        assert [v for _, v in executor._options] == ["", "mlx", "cuda_remote:gpu1", "cuda_remote:gpu2"]
-        assert "me@gpu1.example over SSH" in str(executor._options[2][0])
+        assert [v for _, v in executor._options] == ["", "mlx", "local", "cuda_remote:gpu1", "cuda_remote:gpu2"]
+        assert "me@gpu1.example over SSH" in str(executor._options[3][0])
         assert all(disabled for _, disabled in roles(form).values()) and not start.disabled
         assert form.query_one("#role-judge").prompt == "none: offline tuner"
         form.query_one("#policy").value = "issues"
@@ -89,7 +89,7 @@ def test_executor_and_endpoint_per_role(toy_bundle, tmp_path, monkeypatch, spawn
         assert not start.disabled and "error" not in form.query_one("#setup-check").classes
         form.query_one("#role-implementer").value = "roles.judge"
         executor.focus()
-        await pilot.press("enter", "down", "down", "down", "enter")
+        await pilot.press("enter", "down", "down", "down", "down", "enter")
         assert executor.value == "cuda_remote:gpu2"
         form.query_one("#max_rounds").value = "3"
         await pilot.press("ctrl+s")
@@ -165,7 +165,7 @@ def test_a_broken_config_reads_as_a_message(toy_bundle, tmp_path, monkeypatch, s
         await pilot.pause()
         check = str(form.query_one("#setup-check").content)
         assert "llm.base_url must be str" in check and form.query_one("#start").disabled
-        assert [v for _, v in form.query_one("#executor")._options] == ["", "mlx"]
+        assert [v for _, v in form.query_one("#executor")._options] == ["", "mlx", "local"]
 
     drive(AtelierApp(poll=0.3), script)
 
