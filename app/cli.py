@@ -2,7 +2,6 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-import json
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from app.loop import RunError, synthesize
 from app.model import ModelError, locate
 from app.progress import Progress
 from app.readonly import TamperError
-from app.run import ActiveRun, Options, create, reopen
+from app.run import ActiveRun, Options, create, hardware_facts, reopen
 from app.sandbox import SandboxError
 from app.store import Store, StoreError
 from app.views import images_text, rounds_table, runs_table
@@ -189,9 +188,8 @@ def cmd_show(args) -> int:
     store = Store()
     run = store.run(args.run)
     print(runs_table([run]))
-    hardware = run.path / "hardware.json"
-    if hardware.exists():
-        print("hardware: " + ", ".join(f"{k} {v}" for k, v in json.loads(hardware.read_text()).items()))
+    if facts := hardware_facts(run.path):
+        print("hardware: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     print()
     print(rounds_table(run, store.rounds(run.id)))
     profiles = sorted((run.path / "profiles").glob("round-*/*.txt"))

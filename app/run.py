@@ -150,6 +150,12 @@ def create(target: Target, options: Options, store: Store) -> ActiveRun:
     return ActiveRun(store, record, target, workspace, executor, model_path, options, draft=draft_path)
 
 
+def hardware_facts(run_dir: Path) -> dict:
+    """What the run recorded about the machine its benchmarks run on; empty for a run made before it did."""
+    file = run_dir / "hardware.json"
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
 def reopen(run_id: str, store: Store) -> ActiveRun:
     """An existing run, put back at its last accepted commit."""
     record = store.run(run_id)

@@ -1,7 +1,6 @@
 """The inner loop's LLM roles: an Implementer, the Judge's review after the deterministic checks, and the
 Evaluator's reading of the measurement. Each runs one fresh Session and turns its submit into the loop's types."""
 
-import json
 import shlex
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from app.agents.prompts import SYSTEM, context
 from app.agents.session import Session
 from app.agents.tools import cut
 from app.roles import Attempt, Change, Measurement, RoleError, Task, Verdict
-from app.run import ActiveRun
+from app.run import ActiveRun, hardware_facts
 from app.workspace import Workspace
 
 MAX_DIFF = 40_000
@@ -99,9 +98,7 @@ def _uncited(root: Path, submitted: dict) -> str | None:
 
 
 def hardware(run: ActiveRun) -> str:
-    file = run.dir / "hardware.json"
-    facts = json.loads(file.read_text()) if file.exists() else {}
-    return "\n".join(f"{k}: {v}" for k, v in facts.items())
+    return "\n".join(f"{k}: {v}" for k, v in hardware_facts(run.dir).items())
 
 
 class LLMEvaluator:
