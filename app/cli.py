@@ -15,10 +15,10 @@ from app.model import ModelError, locate
 from app.progress import Progress
 from app.readonly import TamperError
 from app.run import ActiveRun, Options, create, hardware_facts, reopen
-from app.sandbox import SandboxError
 from app.store import Store, StoreError
 from app.views import images_text, rounds_table, runs_table
 from backends.executor import ConfigError, ExecutorError
+from backends.sandbox import SandboxError
 
 BENCHES = sorted(p.stem.removesuffix("bench") for p in Path(__file__).with_name("bench").glob("*bench.py"))
 ERRORS = (

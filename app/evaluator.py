@@ -15,16 +15,29 @@ class BenchmarkError(Exception):
     pass
 
 
+class WrongOutput(BenchmarkError):
+    """A benchmark call checked a sample of what it timed, and some of it was wrong."""
+
+
 def parse_metrics(output: str) -> dict[str, float]:
-    metrics = {}
+    """The METRIC lines of a benchmark's output; a name printed twice is refused, never the last one taken."""
+    metrics: dict[str, float] = {}
     for line in output.splitlines():
         words = line.split()
         if len(words) == 3 and words[0] == "METRIC":
             try:
-                metrics[words[1]] = float(words[2])
+                value = float(words[2])
             except ValueError:
                 continue
+            if words[1] in metrics:
+                raise BenchmarkError(f"the benchmark printed metric '{words[1]}' twice; one value per call is allowed")
+            metrics[words[1]] = value
     return metrics
+
+
+def mismatches(output: str) -> list[str]:
+    """What the benchmark found wrong in the outputs it sampled and timed."""
+    return [line.split("CHECK FAIL ", 1)[1] for line in output.splitlines() if "CHECK FAIL " in line]
 
 
 def bench_once(run: ActiveRun, n: int | None, side: str, stack: Path, repeat: int) -> dict[str, float]:
@@ -33,6 +46,9 @@ def bench_once(run: ActiveRun, n: int | None, side: str, stack: Path, repeat: in
     result = run.execute(b.command, stack, run.dir / "readonly" / b.inputs, b.timeout)
     if result.timed_out:
         raise BenchmarkError(f"benchmark timed out after {b.timeout:g} s ({side})")
+    wrong = mismatches(result.output)
+    if wrong:
+        raise WrongOutput(f"the {side}'s measured outputs differ from the reference: {'; '.join(wrong[:3])}")
     if not result.ok:
         raise BenchmarkError(f"benchmark exited {result.exit_code} ({side}): {result.tail(3)}")
     metrics = parse_metrics(result.output)

@@ -1,17 +1,17 @@
 """One round of the inner loop: Implementer → Accuracy Judge → Performance Evaluator, with a retry budget."""
 
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from app import control, knobs
-from app.evaluator import BenchmarkError, evaluate
+from app.evaluator import BenchmarkError, WrongOutput, evaluate
 from app.judge import judge, untouched
 from app.policies import Outcome
 from app.roles import Advisor, Attempt, Change, Implementer, Measurement, Reviewer, RoleError, Task, Verdict
 from app.run import ActiveRun
+from app.workspace import Snapshot, SnapshotError
 
 
 def play(
@@ -36,30 +36,33 @@ def _attempt(
         with timed(run, n, "implementer"):
             change = implementer.implement(task, run.workspace, attempts)
         knobs.read(run.workspace.path)
-    except (RoleError, knobs.KnobError) as e:
+        snapshot = run.freeze()
+    except (RoleError, knobs.KnobError, SnapshotError) as e:
         attempts.append(Attempt(error=f"implementer: {e}"))
         run.say(n, "implement", f"failed: {e}")
         return None
-    if not run.workspace.changed():
+    if snapshot.tree == run.workspace.tree_of(run.workspace.head):
         attempts.append(Attempt(change, error="implementer: the workspace is unchanged"))
         return None
+    run.store.set_round(run.id, n, tree=snapshot.tree)
     run.say(n, "implement", change.summary)
     control.checkpoint(run, n)
     with timed(run, n, "judge"):
-        verdict = judge(run, n, run.workspace.path)
-    run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
+        verdict = judge(run, n, snapshot.path)
+    run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons, verdict.detail)
     if verdict.passed and reviewer:
         verdict = _review(run, n, reviewer, change)
         run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
     if not verdict.passed:
-        attempts.append(Attempt(change, verdict, "judge: " + "; ".join(verdict.reasons)))
-        run.say(n, "judge", "FAIL " + "; ".join(verdict.reasons))
-        return Outcome("failed", attempts[-1].error, change) if len(attempts) >= run.options.attempts else None
+        return _failed(run, n, attempts, Attempt(change, verdict, "judge: " + "; ".join(verdict.reasons)), snapshot)
     run.say(n, "judge", "pass")
     control.checkpoint(run, n)
     try:
         with timed(run, n, "evaluator"):
-            measurement = evaluate(run, n, run.workspace.path, incumbent(run, against))
+            measurement = evaluate(run, n, snapshot.path, incumbent(run, against))
+    except WrongOutput as e:
+        run.store.add_verdict(run.id, n, "judge", False, [str(e)])
+        return _failed(run, n, attempts, Attempt(change, verdict, f"judge: {e}"), snapshot)
     except BenchmarkError as e:
         attempts.append(Attempt(change, verdict, f"evaluator: {e}"))
         run.say(n, "evaluate", f"failed: {e}")
@@ -68,11 +71,20 @@ def _attempt(
     if tampered:
         run.store.add_verdict(run.id, n, "judge", False, tampered)
         run.say(n, "judge", "FAIL " + "; ".join(tampered))
-        return Outcome("failed", "judge: " + "; ".join(tampered), change)
+        return Outcome("failed", "judge: " + "; ".join(tampered), change, tree=snapshot.tree)
     if advisor:
         measurement.hints += _advise(run, n, advisor, measurement)
     run.store.add_verdict(run.id, n, "evaluator", measurement.accepted, [measurement.summary, *measurement.hints])
-    return Outcome("accepted" if measurement.accepted else "rejected", measurement.summary, change, measurement)
+    status = "accepted" if measurement.accepted else "rejected"
+    return Outcome(status, measurement.summary, change, measurement, tree=snapshot.tree)
+
+
+def _failed(run: ActiveRun, n: int, attempts: list[Attempt], attempt: Attempt, snapshot: Snapshot) -> Outcome | None:
+    attempts.append(attempt)
+    run.say(n, "judge", "FAIL " + attempt.error.removeprefix("judge: "))
+    if len(attempts) >= run.options.attempts:
+        return Outcome("failed", attempt.error, attempt.change, tree=snapshot.tree)
+    return None
 
 
 def _review(run: ActiveRun, n: int, reviewer: Reviewer, change: Change) -> Verdict:
@@ -106,13 +118,7 @@ def timed(run: ActiveRun, n: int, role: str) -> Iterator[None]:
 
 
 def incumbent(run: ActiveRun, commit: str | None = None) -> Path:
-    """A stack (the best one unless given) as a plain folder beside the workspace, for side-by-side benchmarks."""
+    """A stack (the best one unless given) as its read-only snapshot, for side-by-side benchmarks."""
     commit = commit or run.record.best_commit
     assert commit is not None
-    dest = run.dir / "incumbent" / commit[:12]
-    if not dest.exists():
-        partial = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        run.workspace.export(commit, partial)
-        partial.rename(dest)
-    return dest
+    return run.snapshot(commit).path

@@ -5,24 +5,37 @@ from pathlib import Path
 from app import outputs, readonly
 from app.roles import Verdict
 from app.run import ActiveRun
+from backends.executor import CommandResult
 
 
 def judge(run: ActiveRun, n: int | None, stack: Path) -> Verdict:
+    """The checker on the public inputs, then on each hidden input. What a hidden check found is kept for the user
+    as the verdict's detail; the reasons, which agents read, say only which hidden set failed."""
     outputs.clear(run.dir / "cache")
     reasons = untouched(run, "before the checker")
     if reasons:
         return Verdict(False, reasons)
-    for inputs in _inputs(run):
-        run.progress.role(n, "judge", f"checker on {inputs.name}")
+    detail: list[str] = []
+    for k, inputs in enumerate(_inputs(run)):
+        run.progress.role(n, "judge", f"checker on {'the public inputs' if k == 0 else f'hidden set {k}'}")
         result = run.execute(run.target.checker.command, stack, inputs, run.target.checker.timeout)
-        if result.timed_out:
-            reasons.append(f"checker timed out after {run.target.checker.timeout:g} s on {inputs.name}")
-        elif not result.ok:
-            failures = [line.removeprefix("CHECK FAIL ") for line in result.output.splitlines() if "CHECK FAIL" in line]
-            reasons += failures or [f"checker exited {result.exit_code} on {inputs.name}: {result.tail(3)}"]
+        failures = _failures(run, result, inputs.name)
+        if failures and k > 0:
+            detail += [f"hidden set {k} ({inputs.name}): {line}" for line in failures]
+            failures = [f"hidden case set {k} failed: {len(failures)} check(s) failed (details are kept from agents)"]
+        reasons += failures
     outputs.keep(run.dir, n)
     reasons += untouched(run, "after the checker")
-    return Verdict(not reasons, reasons)
+    return Verdict(not reasons, reasons, detail=detail)
+
+
+def _failures(run: ActiveRun, result: CommandResult, name: str) -> list[str]:
+    if result.timed_out:
+        return [f"checker timed out after {run.target.checker.timeout:g} s on {name}"]
+    if result.ok:
+        return []
+    failures = [line.split("CHECK FAIL ", 1)[1] for line in result.output.splitlines() if "CHECK FAIL " in line]
+    return failures or [f"checker exited {result.exit_code} on {name}: {result.tail(3)}"]
 
 
 def _inputs(run: ActiveRun) -> list[Path]:

@@ -53,7 +53,7 @@ def next_round(run: ActiveRun) -> int:
 
 
 def establish_baseline(run: ActiveRun) -> None:
-    seed = run.workspace.path
+    seed = run.snapshot(run.workspace.head).path
     run.say(None, "baseline", "checking the seed stack")
     verdict = judge(run, None, seed)
     if not verdict.passed:
@@ -75,8 +75,8 @@ def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> 
         ratio = run.target.benchmark.gain(m.candidate_median, run.record.baseline)
         values = {"metric": m.candidate_median, "ratio": ratio, "gain": m.gain}
     if outcome.status == "accepted":
-        assert m is not None
-        committed = run.workspace.commit(f"round {n}: {task.title}\n\n{outcome.reason}")
+        assert m is not None and outcome.tree is not None
+        committed = run.workspace.commit_tree(outcome.tree, f"round {n}: {task.title}\n\n{outcome.reason}")
         accepted = run.workspace.keep("accepted", n, committed)
         best = start == run.record.best_commit or beats_best(run, m.candidate_median)
         if not best:
@@ -87,7 +87,8 @@ def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> 
                 run.store.update_run(run.id, best=m.candidate_median, best_commit=accepted)
         run.refresh()
     else:
-        kept = run.workspace.reject(n, f"round {n} ({outcome.status}): {task.title}\n\n{outcome.reason}", start)
+        message = f"round {n} ({outcome.status}): {task.title}\n\n{outcome.reason}"
+        kept = run.workspace.reject(n, message, start, outcome.tree)
         run.store.end_round(run.id, n, outcome.status, outcome.reason, commit_sha=kept, **values)
     if run.record.best_commit and run.workspace.head != run.record.best_commit:
         run.workspace.reset(run.record.best_commit)

@@ -27,6 +27,7 @@ class Verdict:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
+    detail: list[str] = field(default_factory=list)  # for the user only: what hidden checks found
 
 
 @dataclass

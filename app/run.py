@@ -2,7 +2,10 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,8 +15,9 @@ from app.progress import Progress
 from app.store import Run, Store, StoreError, home
 from app.target import Target
 from app.target import load as load_target
-from app.workspace import Workspace
+from app.workspace import Snapshot, Workspace
 from backends.executor import CommandResult, Executor, Profile, Sandbox
+from backends.sandbox import SandboxError, launch_env
 
 MEMORY = "# Memory\n\nWhat this run has learned, kept across rounds.\n"
 
@@ -45,6 +49,7 @@ class ActiveRun:
     options: Options
     progress: Progress = field(default_factory=Progress)
     draft: Path | None = None
+    warned_unconfined: bool = False
 
     @property
     def id(self) -> str:
@@ -86,20 +91,46 @@ class ActiveRun:
     def env(self) -> dict[str, str]:
         return {"PYTHONDONTWRITEBYTECODE": "1", "ATELIER_RUN": self.id}
 
+    def freeze(self) -> Snapshot:
+        """The workspace's candidate as a read-only snapshot (raises SnapshotError when it cannot be one)."""
+        return self.workspace.snapshot(self.workspace.stage(), self.dir / "snapshots")
+
+    def snapshot(self, commit: str) -> Snapshot:
+        return self.workspace.snapshot(self.workspace.tree_of(commit), self.dir / "snapshots")
+
     def execute(self, template: str, stack: Path, inputs: Path, timeout: float) -> CommandResult:
+        """The harness command on a fresh writable copy of the stack; the harness starts the candidate confined."""
         x = self.executor
-        remote = self.prepare(stack)
-        command = self.command(template, stack, inputs)
-        result = x.run(command, cwd=remote, timeout=timeout, env=self.env, on_line=self.progress.output,
-                       sandbox=self.confinement(stack))  # fmt: skip
-        x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
+        with self.fresh(stack) as copy:
+            remote = self.prepare(copy)
+            harness, env = self.confinement(copy)
+            command = self.command(template, copy, inputs)
+            result = x.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output, sandbox=harness)
+            x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
         return result
 
     def profile(self, template: str, stack: Path, inputs: Path, timeout: float, out: Path) -> Profile:
         """The command once under the executor's profiler, confined as execute() runs it; out takes the raw report."""
-        remote = self.prepare(stack)
-        command = self.command(template, stack, inputs)
-        return self.executor.profile(command, remote, out, timeout, self.env, self.confinement(stack))
+        with self.fresh(stack) as copy:
+            remote = self.prepare(copy)
+            harness, env = self.confinement(copy)
+            command = self.command(template, copy, inputs)
+            return self.executor.profile(command, remote, out, timeout, env, harness)
+
+    @contextmanager
+    def fresh(self, stack: Path) -> Iterator[Path]:
+        """A writable copy of the stack for one call, under a name that says nothing of the call."""
+        copy = self.dir / "calls" / secrets.token_hex(8)
+        shutil.copytree(stack, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        for folder, _, files in os.walk(copy):
+            os.chmod(folder, 0o755)
+            for name in files:
+                if not os.path.islink(os.path.join(folder, name)):
+                    os.chmod(os.path.join(folder, name), os.stat(os.path.join(folder, name)).st_mode | 0o200)
+        try:
+            yield copy
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
 
     def prepare(self, stack: Path) -> Path:
         """The stack, cache, read-only inputs and models where commands run; the stack's path there."""
@@ -113,14 +144,27 @@ class ActiveRun:
                 x.place(model_path)
         return remote
 
-    def confinement(self, stack: Path) -> Sandbox | None:
-        """Stacks an agent wrote run confined: only the stack and the cache writable, no network. The tuner's
-        candidates are the bundle's own code with other knob values, so they run as the bundle does. Paths are
-        local ones: the executor maps them to where commands run."""
-        if self.options.policy == "tuner":
-            return None
-        shown = tuple(p for p in (self.dir, self.model, self.draft) if p)
-        return Sandbox(stack, writable=(self.dir / "cache",), readable=shown)
+    def confinement(self, copy: Path) -> tuple[Sandbox | None, dict[str, str]]:
+        """The harness's sandbox (everything read-only but the copy and the cache, a private network) and its
+        environment, which names the candidate's own sandbox: the copy, the models read-only and the toolchain,
+        nothing of the harness. Without a sandbox here only the tuner runs, its candidates being the bundle's own
+        code with other knob values. Paths are local ones: the executor maps them to where commands run."""
+        models = tuple(p for p in (self.model, self.draft) if p)
+        try:
+            prefix = self.executor.launcher(Sandbox(copy, readable=models, network=True))
+        except SandboxError as e:
+            if self.options.policy != "tuner":
+                raise
+            self.unconfined(str(e))
+            return None, self.env
+        inputs = (self.dir / "readonly", self.dir / "hidden", *models)
+        harness = Sandbox(copy, writable=(self.dir / "cache",), readable=inputs, whole=True)
+        return harness, {**self.env, **launch_env(prefix)}
+
+    def unconfined(self, reason: str) -> None:
+        if not self.warned_unconfined:
+            self.say(None, "sandbox", f"candidates run unconfined (the tuner only): {reason}")
+            self.warned_unconfined = True
 
 
 def create(target: Target, options: Options, store: Store) -> ActiveRun:

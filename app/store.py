@@ -2,15 +2,20 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ISSUES = """CREATE TABLE IF NOT EXISTS issues (
     run_id TEXT, id INTEGER, title TEXT, detail TEXT, status TEXT, source TEXT, round INTEGER, history TEXT,
     PRIMARY KEY (run_id, id))"""
-MIGRATIONS = {2: ["ALTER TABLE rounds ADD COLUMN gain REAL"], 3: [ISSUES]}  # version: statements reaching it
+MIGRATIONS = {
+    2: ["ALTER TABLE rounds ADD COLUMN gain REAL"],
+    3: [ISSUES],
+    4: ["ALTER TABLE rounds ADD COLUMN tree TEXT", "ALTER TABLE verdicts ADD COLUMN detail TEXT"],
+}  # version: statements reaching it
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -20,9 +25,9 @@ CREATE TABLE IF NOT EXISTS runs (
     dir TEXT, branch TEXT, pid INTEGER, started REAL, updated REAL, options TEXT, manifest TEXT);
 CREATE TABLE IF NOT EXISTS rounds (
     run_id TEXT, n INTEGER, task TEXT, proposal TEXT, status TEXT, start_commit TEXT, commit_sha TEXT,
-    metric REAL, ratio REAL, gain REAL, reason TEXT, started REAL, ended REAL, PRIMARY KEY (run_id, n));
+    metric REAL, ratio REAL, gain REAL, reason TEXT, started REAL, ended REAL, tree TEXT, PRIMARY KEY (run_id, n));
 CREATE TABLE IF NOT EXISTS verdicts (
-    run_id TEXT, round INTEGER, role TEXT, passed INTEGER, reasons TEXT, ts REAL);
+    run_id TEXT, round INTEGER, role TEXT, passed INTEGER, reasons TEXT, ts REAL, detail TEXT);
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT, round INTEGER, side TEXT, repeat INTEGER, name TEXT, value REAL);
 CREATE TABLE IF NOT EXISTS events (
@@ -99,6 +104,7 @@ class Round:
     reason: str | None
     started: float
     ended: float | None
+    tree: str | None = None
 
 
 @dataclass
@@ -194,14 +200,20 @@ class Store:
         sets = ", ".join(f"{k}=?" for k in values)
         self.db.execute(f"UPDATE rounds SET {sets} WHERE run_id=? AND n=?", [*values.values(), run_id, n])
 
+    def set_round(self, run_id: str, n: int, **values) -> None:
+        sets = ", ".join(f"{k}=?" for k in values)
+        self.db.execute(f"UPDATE rounds SET {sets} WHERE run_id=? AND n=?", [*values.values(), run_id, n])
+
     def rounds(self, run_id: str) -> list[Round]:
         rows = self.db.execute("SELECT * FROM rounds WHERE run_id=? ORDER BY n", (run_id,))
         return [Round(**r) for r in rows]
 
-    def add_verdict(self, run_id: str, n: int, role: str, passed: bool, reasons: list[str]) -> None:
+    def add_verdict(
+        self, run_id: str, n: int, role: str, passed: bool, reasons: list[str], detail: Sequence[str] = ()
+    ) -> None:
         self.db.execute(
-            "INSERT INTO verdicts VALUES (?,?,?,?,?,?)",
-            (run_id, n, role, int(passed), json.dumps(reasons), time.time()),
+            "INSERT INTO verdicts (run_id, round, role, passed, reasons, ts, detail) VALUES (?,?,?,?,?,?,?)",
+            (run_id, n, role, int(passed), json.dumps(reasons), time.time(), json.dumps(list(detail))),
         )
 
     def verdicts(self, run_id: str, n: int) -> list[sqlite3.Row]:

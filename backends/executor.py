@@ -41,14 +41,14 @@ class Profile:
 
 @dataclass
 class Sandbox:
-    """Confines a command: only workspace and writable can change, hidden folders look empty (readable ones inside
-    them show again), no network unless asked for."""
+    """Confines a command (backends/sandbox.py): only workspace and writable can change; it sees the toolchain and
+    readable, or the whole file system read-only when whole (the harness); no network unless asked for."""
 
     workspace: Path
     writable: tuple[Path, ...] = ()
     network: bool = False
     readable: tuple[Path, ...] = ()
-    hidden: tuple[Path, ...] = ()
+    whole: bool = False
 
 
 class Executor(Protocol):
@@ -82,6 +82,10 @@ class Executor(Protocol):
         ...
 
     def fetch(self, path: Path, dest: Path) -> Path: ...
+
+    def launcher(self, sandbox: Sandbox) -> list[str]:
+        """The argv prefix that starts a candidate confined by sandbox where commands run (local paths mapped)."""
+        ...
 
     def profile(
         self,

@@ -31,11 +31,14 @@ def test_tuner_run_finds_a_real_gain_and_exports_it(toy, home, tmp_path):
     dest = tmp_path / "export"
     atelier("export", run["id"][:12], "--to", str(dest), home=home, check=True)
     assert "`cache` = `'kv'`" in (dest / "README.md").read_text()
+    prompts = json.loads((toy / "inputs" / "prompts.json").read_text())["prompts"]
+    asked = "".join(json.dumps({"id": i, "prompt": p, "max_tokens": 4}) + "\n" for i, p in enumerate(prompts))
     served = subprocess.run(
-        [str(dest / "run.sh"), "--inputs", str(toy / "inputs")],
-        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True,
+        [str(dest / "run.sh")], input=asked, env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
+        text=True,
     )  # fmt: skip
-    assert served.returncode == 0 and len(served.stdout.splitlines()) == 3
+    answers = [json.loads(line) for line in served.stdout.splitlines()]
+    assert served.returncode == 0 and answers[0] == {"ready": True} and [a["id"] for a in answers[1:]] == [0, 1, 2]
     checked = subprocess.run(
         [sys.executable, str(toy / "check.py"), "--stack", str(dest), "--model", str(toy / "model"),
          "--inputs", str(toy / "inputs"), "--cache", str(tmp_path)],

@@ -7,9 +7,8 @@ from pathlib import Path
 from app import skills
 from app.evaluator import profile
 from app.run import ActiveRun
-from app.sandbox import SandboxError
-from app.store import home
 from backends.executor import Sandbox
+from backends.sandbox import SandboxError
 
 MAX_OUTPUT = 12_000
 READ_LINES = 400
@@ -78,7 +77,7 @@ class Toolbox:
 
     def tool_run(self, command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
         try:
-            sandbox = Sandbox(self.root, readable=self.shown(), hidden=(home(),))
+            sandbox = Sandbox(self.root, readable=self.shown())
             result = self.run.executor.run(["bash", "-c", command], self.root, timeout_s, sandbox=sandbox)
         except SandboxError as e:
             raise ToolError(f"commands cannot run: {e}") from e
@@ -90,8 +89,8 @@ class Toolbox:
         return f"{found.tool} (saved as {saved}):\n{cut(found.summary)}"
 
     def shown(self) -> tuple[Path, ...]:
-        """What an agent's commands see of Atelier's home: the read-only inputs and the model, never the reference
-        outputs in the cache, the hidden inputs or other runs."""
+        """What an agent's commands see besides the workspace and the toolchain: the read-only inputs and the
+        models; never the cache's reference outputs, the hidden inputs, the store, other runs or the home folder."""
         run = self.run
         return tuple(p for p in (run.dir / "readonly", run.model, run.draft) if p and p.exists())
 

@@ -2,6 +2,7 @@
 
 Every row is a process speaking the json-tiny stack protocol, all loaded at once; requests go one at a
 time, each case to every row in turn (the order rotates per case), so the machine's noise falls on all rows.
+The stacks (seed, tuned) run as a run runs them: a fresh copy each, confined (backends/sandbox.py).
 """
 
 import argparse
@@ -9,9 +10,12 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +24,8 @@ from app.bench import report
 from app.export import export
 from app.store import Store, home
 from app.target import load as load_target
+from backends.executor import Sandbox
+from backends.sandbox import LAUNCH_VARIABLE, environment, launch_env, launcher
 
 TARGET = "json-tiny"
 OWN_SUITE = "schemas"
@@ -27,6 +33,9 @@ OWN_SUITE = "schemas"
 
 @dataclass
 class Row:
+    """A process speaking the stack protocol; env is the whole environment of a confined row (empty: this
+    process's, unconfined)."""
+
     key: str
     label: str
     command: list[str]
@@ -61,9 +70,9 @@ def main(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     cases, skipped = load_workload(args, workload, target.dir, tokenizer)
     cases, uncompiled = compilable(cases, tokenizer, model_dir)
-    with tempfile.TemporaryDirectory(prefix="atelier-bench-") as scratch:
-        tuned = tuned_stack(args, Path(scratch)) if args.stack or "e" in args.rows.split(",") else None
-        rows = build_rows(args.rows.split(","), target.dir / target.seed, tuned, model_dir, Path(str(gguf)))
+    with scratch_folder() as scratch:
+        tuned = tuned_stack(args, scratch) if args.stack or "e" in args.rows.split(",") else None
+        rows = build_rows(args.rows.split(","), target.dir / target.seed, tuned, model_dir, Path(str(gguf)), scratch)
         say(f"{len(cases)} cases, {len(uncompiled)} uncompilable, {len(skipped)} skipped; rows: "
             + ", ".join(r.key for r in rows))  # fmt: skip
         answers = measure(workload, rows, cases, args.repeats)
@@ -78,6 +87,14 @@ def main(args: argparse.Namespace) -> int:
 
 def say(message: str) -> None:
     print(f"atelier bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """Where the stacks' copies go: under $ATELIER_HOME, since a confined stack's /tmp is its own."""
+    home().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=home()) as folder:
+        yield Path(folder)
 
 
 def import_workload(target_dir: Path):
@@ -138,7 +155,12 @@ def tuned_stack(args, scratch: Path, target: str = TARGET) -> Tuned | None:
     return Tuned(folder, f"run {run.id}", knobs.settings(folder))
 
 
-def build_rows(keys: list[str], seed: Path, tuned: Tuned | None, model_dir: Path, gguf: Path) -> list[Row]:
+def build_rows(
+    keys: list[str], seed: Path, tuned: Tuned | None, model_dir: Path, gguf: Path, scratch: Path
+) -> list[Row]:
+    unknown = [k for k in keys if k not in ("a", "b", "b=", "c", "d", "e")]
+    if unknown:
+        raise ValueError(f"unknown bench rows {unknown}: choose from a, b, b=, c, d, e")
     python = sys.executable
     mlx_lm = [python, "-m", "app.bench.mlx_lm_worker", "--model", str(model_dir)]
     llama_cpp = [python, "-m", "app.bench.llama_cpp_worker", "--gguf", str(gguf), "--constrained"]
@@ -147,22 +169,32 @@ def build_rows(keys: list[str], seed: Path, tuned: Tuned | None, model_dir: Path
         "a": Row("a", "mlx-lm, unconstrained, schema in the prompt", mlx_lm, root),
         "b": Row("b", "mlx-lm + xgrammar logits processor", [*mlx_lm, "--constrained"], root),
         "c": Row("c", "llama-cpp-python + JSON-schema grammar (same GGUF, --no-repack)", llama_cpp, root),
-        "d": Row("d", "seed stack at its defaults", stack_command(seed, model_dir), seed),
     }
+    if "d" in keys:
+        rows["d"] = confined("d", "seed stack at its defaults", seed, scratch, model_dir)
     if tuned:
         layout = {"weights": tuned.settings.get("weights", "quantized"), "blas": tuned.settings.get("blas", "bundled")}
         flags = ["--weights", layout["weights"], "--blas", layout["blas"]]
         label = f"mlx-lm + xgrammar, tuned layout (weights={layout['weights']}, blas={layout['blas']})"
         rows["b="] = Row("b=", label, [*mlx_lm, "--constrained", *flags], root)
-        rows["e"] = Row("e", f"tuned stack ({tuned.describe})", stack_command(tuned.folder, model_dir), tuned.folder)
-    unknown = [k for k in keys if k not in ("a", "b", "b=", "c", "d", "e")]
-    if unknown:
-        raise ValueError(f"unknown bench rows {unknown}: choose from a, b, b=, c, d, e")
+        if "e" in keys:
+            rows["e"] = confined("e", f"tuned stack ({tuned.describe})", tuned.folder, scratch, model_dir)
     return [rows[k] for k in keys if k in rows]
 
 
-def stack_command(folder: Path, model_dir: Path) -> list[str]:
-    return [sys.executable, str(folder / "serve.py"), "--model", str(model_dir)]
+def confined(key: str, label: str, folder: Path, scratch: Path, model_dir: Path, draft: Path | None = None) -> Row:
+    """A stack's row as a run starts it: serve.py in a fresh copy of its folder, through the launch prefix of a
+    sandbox that shows it only that copy, the models and the toolchain (SandboxError without bubblewrap)."""
+    copy = scratch / f"stack-{key}"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__", ".git"))
+    prefix = launcher(Sandbox(copy, readable=(model_dir, draft) if draft else (model_dir,)))
+    env = environment() | {"PYTHONDONTWRITEBYTECODE": "1"} | launch_env(prefix)
+    return Row(key, label, [sys.executable, str(copy / "serve.py"), "--model", str(model_dir)], copy, env)
+
+
+def unconfined_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != LAUNCH_VARIABLE}
+    return env | {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def measure(workload, rows: list[Row], cases: list, repeats: int) -> dict:
@@ -171,8 +203,7 @@ def measure(workload, rows: list[Row], cases: list, repeats: int) -> dict:
     answers: dict = {row.key: {} for row in rows}
     try:
         for row in rows:
-            env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **row.env)
-            stacks[row.key] = workload.Stack(row.cwd, Path(), command=row.command, env=env)
+            stacks[row.key] = workload.Stack(row.cwd, Path(), command=row.command, env=row.env or unconfined_env())
         for row in rows:
             started = time.perf_counter()
             stacks[row.key].wait_ready()

@@ -4,19 +4,19 @@ Rows (each a process speaking the predicted-outputs stack protocol, all loaded a
 with transformers `generate` (the reference), transformers' prompt lookup, transformers' assisted generation
 with the target's draft model (when it has one), the seed at its defaults, and the predicted-output stack.
 Each case goes to every row in turn (the order rotates per case), so the machine's noise falls on all rows.
+The stacks (seed, predicted) run as a run runs them: a fresh copy each, confined (backends/sandbox.py).
 """
 
 import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app import knobs, model
-from app.bench.jsonbench import Row, Tuned, import_workload, measure, say, tuned_stack
+from app.bench.jsonbench import Row, Tuned, confined, import_workload, measure, say, scratch_folder, tuned_stack
 from app.store import home
 from app.target import load as load_target
 
@@ -49,9 +49,9 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     folders = args.inputs or [target.dir / name for name in ("suite", *target.hidden)]
     cases = [case for folder in folders for case in workload.load_cases(folder, model_dir)]
-    with tempfile.TemporaryDirectory(prefix="atelier-bench-") as scratch:
-        stack = predicted_stack(args, target, Path(scratch))
-        rows = build_rows(args, target.dir, stack, model_dir, draft)
+    with scratch_folder() as scratch:
+        stack = predicted_stack(args, target, scratch)
+        rows = build_rows(args, target.dir, stack, model_dir, draft, scratch)
         say(f"{len(cases)} cases; rows: {', '.join(r.key for r in rows)}")
         answers = measure(workload, rows, cases, args.repeats)
     from transformers import AutoTokenizer
@@ -79,31 +79,30 @@ def predicted_stack(args, target, scratch: Path) -> Tuned:
     return Tuned(folder, "the seed with predicted = on (no run given or found)", knobs.settings(folder))
 
 
-def build_rows(args, bundle: Path, stack: Tuned, model_dir: Path, draft: Path | None) -> list[Row]:
-    python, root = sys.executable, Path(__file__).resolve().parents[2]
-    hf = [python, "-m", "app.bench.hf_worker", "--bundle", str(bundle), "--model", str(model_dir),
-          "--threads", str(args.threads)]  # fmt: skip
-    seed = bundle / "seed"
-    settings = ", ".join(f"{k}={v}" for k, v in stack.settings.items())
-    lookup = [*hf, "--lookup", str(args.lookup)]
-    serve = [python, str(stack.folder / "serve.py"), "--model", str(model_dir)]
-    rows = {
-        "plain": Row("plain", "transformers generate, greedy (the reference)", hf, root),
-        "lookup": Row("lookup", f"transformers prompt lookup ({args.lookup} tokens)", lookup, root),
-        "seed": Row(
-            "seed", "seed stack at its defaults", [python, str(seed / "serve.py"), "--model", str(model_dir)], seed
-        ),  # fmt: skip
-        "predicted": Row("predicted", f"predicted-output stack: {stack.describe} ({settings})", serve, stack.folder),
-    }
-    if draft:
-        rows["draft"] = Row("draft", f"transformers assisted generation, draft {Path(draft).name}",
-                            [*hf, "--draft", str(draft)], root)  # fmt: skip
+def build_rows(args, bundle: Path, stack: Tuned, model_dir: Path, draft: Path | None, scratch: Path) -> list[Row]:
     keys = args.rows.split(",")
     unknown = [k for k in keys if k not in ROWS]
     if unknown:
         raise ValueError(f"unknown bench rows {unknown}: choose from {', '.join(ROWS)}")
     if "plain" not in keys:
         raise ValueError("the plain row is the reference every other row is compared with: keep it in --rows")
+    python, root = sys.executable, Path(__file__).resolve().parents[2]
+    hf = [python, "-m", "app.bench.hf_worker", "--bundle", str(bundle), "--model", str(model_dir),
+          "--threads", str(args.threads)]  # fmt: skip
+    settings = ", ".join(f"{k}={v}" for k, v in stack.settings.items())
+    lookup = [*hf, "--lookup", str(args.lookup)]
+    rows = {
+        "plain": Row("plain", "transformers generate, greedy (the reference)", hf, root),
+        "lookup": Row("lookup", f"transformers prompt lookup ({args.lookup} tokens)", lookup, root),
+    }
+    if draft:
+        rows["draft"] = Row("draft", f"transformers assisted generation, draft {Path(draft).name}",
+                            [*hf, "--draft", str(draft)], root)  # fmt: skip
+    if "seed" in keys:
+        rows["seed"] = confined("seed", "seed stack at its defaults", bundle / "seed", scratch, model_dir, draft)
+    if "predicted" in keys:
+        label = f"predicted-output stack: {stack.describe} ({settings})"
+        rows["predicted"] = confined("predicted", label, stack.folder, scratch, model_dir, draft)
     return [rows[k] for k in keys if k in rows]
 
 

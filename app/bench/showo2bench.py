@@ -1,7 +1,10 @@
 """Show-o2 tiny text to image: the PyTorch reference, the seed stack at its defaults and a tuned stack, side by side.
 
 Every row is a process speaking the stack protocol, all loaded at once and warmed up with a short request; then each
-repeat sends the case to every row in turn (the order rotates), so the machine's noise falls on all rows. Each row's
+repeat sends the case to every row in turn (the order rotates), so the machine's noise falls on all rows. The seed
+and tuned stacks run as a run runs them: each a fresh copy under $ATELIER_HOME, confined by bubblewrap (the copy
+writable, the model read-only, nothing else of this machine's files, no credentials), writing its image inside the
+copy. Each row's
 image is compared to the reference row's with the target's checker metrics. The physics floor (the target's
 floor.py) uses this machine's best measured fp32 matmul throughput (MLX with its bundled BLAS or the system
 OpenBLAS, or torch) and copy bandwidth, printed beside the table so that algorithmic gains read apart from framework
@@ -11,6 +14,7 @@ speed.
 import argparse
 import importlib
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,6 +29,8 @@ from app import knobs, model
 from app.export import export
 from app.store import Store, home
 from app.target import load as load_target
+from backends.executor import Sandbox
+from backends.sandbox import launcher
 
 TARGET = "showo2-tiny"
 WARMUP_STEPS = 2
@@ -39,6 +45,7 @@ class Row:
     folder: Path
     settings: dict
     command: list[str] | None = None
+    prefix: list[str] | None = None
     latencies: list[float] = field(default_factory=list)
     timings: list[dict] = field(default_factory=list)
     error: str = ""
@@ -61,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
     steps = args.steps or case.steps
     out = args.out or home() / "bench" / f"showo2-{time.strftime('%Y%m%d-%H%M%S')}"
     (out / "images").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="atelier-bench-") as scratch:
+    (home() / "bench").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".stacks-", dir=home() / "bench") as scratch:
         rows = build_rows(args, target.dir, model_dir, Path(scratch))
         say("measuring this machine: fp32 matmul 1024^3 (MLX bundled BLAS, MLX OpenBLAS, torch) and copy bandwidth")
         machine = measure_machine(bundle.floor)
@@ -114,15 +122,22 @@ def build_rows(args, target_dir: Path, model_dir: Path, scratch: Path) -> list[R
         "--model",
         str(model_dir),
     ]
-    seed = target_dir / "seed"
-    rows = {
-        "a": Row("a", "PyTorch reference (warm, CPU)", ROOT, {}, worker),
-        "b": Row("b", "seed stack at its defaults (plain MLX port)", seed, knobs.settings(seed)),
-    }
+    rows = {"a": Row("a", "PyTorch reference (warm, CPU)", ROOT, {}, worker)}
+    if "b" in keys:
+        seed = target_dir / "seed"
+        rows["b"] = confined("b", "seed stack at its defaults (plain MLX port)", seed, model_dir, scratch)
     if "c" in keys:
         folder, describe = tuned_stack(args, scratch)
-        rows["c"] = Row("c", f"tuned stack ({describe})", folder, knobs.settings(folder))
+        rows["c"] = confined("c", f"tuned stack ({describe})", folder, model_dir, scratch)
     return [rows[k] for k in keys]
+
+
+def confined(key: str, label: str, folder: Path, model_dir: Path, scratch: Path) -> Row:
+    """A row running a fresh copy of the stack folder in the sandbox a run gives candidates."""
+    copy = scratch / key
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    prefix = launcher(Sandbox(copy, readable=(model_dir,)))
+    return Row(key, label, copy, knobs.settings(copy), prefix=prefix)
 
 
 def tuned_stack(args, scratch: Path) -> tuple[Path, str]:
@@ -136,20 +151,21 @@ def tuned_stack(args, scratch: Path) -> tuple[Path, str]:
     if not runs:
         raise ValueError(f"row c: no {TARGET} run with a best stack in {home()}: pass --run, --stack or --rows a,b")
     run = max(runs, key=lambda r: r.started)
-    return export(store, run.id, scratch / "tuned"), f"run {run.id}, best {run.best_commit and run.best_commit[:10]}"
+    return export(store, run.id, scratch / "export"), f"run {run.id}, best {run.best_commit and run.best_commit[:10]}"
 
 
 def measure(stack, rows: list[Row], case, steps: int, repeats: int, model_dir: Path, images: Path) -> None:
     clients = {}
     try:
         for row in rows:
-            clients[row.key] = stack.Stack(row.folder, model_dir, command=row.command)
+            clients[row.key] = stack.Stack(row.folder, model_dir, command=row.command, prefix=row.prefix or [])
         for row in rows:
             started = time.perf_counter()
             try:
                 clients[row.key].wait_ready()
-                clients[row.key].ask(case.request(images / f".warmup-{row.key}.png", steps=WARMUP_STEPS))
-                (images / f".warmup-{row.key}.png").unlink(missing_ok=True)
+                warmup = write_to(stack, row, images / f".warmup-{row.key}.png")
+                clients[row.key].ask(case.request(warmup, steps=WARMUP_STEPS))
+                warmup.unlink(missing_ok=True)
             except stack.StackError as error:
                 row.error = f"did not start: {error}"
             say(
@@ -159,7 +175,7 @@ def measure(stack, rows: list[Row], case, steps: int, repeats: int, model_dir: P
         for repeat in range(repeats):
             live = [r for r in rows if not r.error]
             for row in live[repeat % max(len(live), 1) :] + live[: repeat % max(len(live), 1)]:
-                ask(stack, clients[row.key], row, case.request(images / f"{row.key}.png", steps=steps))
+                ask(stack, clients[row.key], row, case, steps, images)
             say(
                 f"repeat {repeat + 1}/{repeats}: "
                 + ", ".join(f"{r.key} {r.latencies[-1]:.2f}s" for r in live if r.latencies)
@@ -169,14 +185,24 @@ def measure(stack, rows: list[Row], case, steps: int, repeats: int, model_dir: P
             client.close()
 
 
-def ask(stack, client, row: Row, request: dict) -> None:
+def write_to(stack, row: Row, path: Path) -> Path:
+    """Where the row writes an image: path for the reference, a fresh name inside a stack's own folder."""
+    return path if row.command else stack.out_path(row.folder, path.stem)
+
+
+def ask(stack, client, row: Row, case, steps: int, images: Path) -> None:
+    out = write_to(stack, row, images / f"{row.key}.png")
     sent = time.perf_counter()
     try:
-        answer = client.ask(request)
+        answer = client.ask(case.request(out, steps=steps))
+        latency = time.perf_counter() - sent
+        if out.parent != images:
+            (images / f"{row.key}.png").write_bytes(stack.read_back(out, row.folder))
+            out.unlink()
     except stack.StackError as error:
-        row.error = str(error)[:500]
+        row.error = stack.one_line(error)[:500]
         return
-    row.latencies.append(time.perf_counter() - sent)
+    row.latencies.append(latency)
     row.timings.append(answer.get("timings", {}))
 
 

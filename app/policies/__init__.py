@@ -14,6 +14,7 @@ class Outcome:
     reason: str
     change: Change | None = None
     measurement: Measurement | None = None
+    tree: str | None = None  # the snapshot judged and measured: what is committed
 
 
 class Policy(Protocol):

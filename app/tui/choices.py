@@ -11,7 +11,7 @@ from backends.cuda_remote import config as remote
 from backends.executor import ConfigError
 
 AS_TARGET = ""
-LOCAL = [("local MLX", "mlx"), ("local torch", "local")]
+BUILT_IN = [("as the target says", AS_TARGET), ("local MLX", "mlx"), ("local torch", "local")]
 OFFLINE = ("tuner",)
 NONE = "none"
 
@@ -37,13 +37,13 @@ class Choices:
 def load() -> Choices:
     """The config's executors and endpoints; a config that cannot be read gives only the local choices and a problem."""
     path = config.path()
-    executors = [("as the target says", AS_TARGET), *LOCAL]
+    executors = list(BUILT_IN)
     try:
         for r in remote.configured():
             executors.append((f"{r.name}: {r.user + '@' if r.user else ''}{r.host} over SSH", f"cuda_remote:{r.name}"))
         llm = config.load(path)
     except ConfigError as error:
-        return Choices(path, executors[: 1 + len(LOCAL)], problem=str(error))
+        return Choices(path, list(BUILT_IN), problem=str(error))
     if llm is None:
         return Choices(path, executors)
     endpoints: dict[str, config.Endpoint] = {}

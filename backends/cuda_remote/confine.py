@@ -1,11 +1,16 @@
-"""Confinement on the remote host: bubblewrap as locally, started with only the harmless environment."""
+"""Confinement on the remote host: bubblewrap with the allow-list used locally, started with only the harmless
+environment (filtered there, where the values are)."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from app.sandbox import KEEP, KEEP_PREFIXES, SandboxError, bwrap
 from backends.cuda_remote.ssh import Ssh
+from backends.executor import Sandbox
+from backends.sandbox import CONFINED_ENV, KEEP, KEEP_PREFIXES, SandboxError, bwrap
 
 PROBE = "bwrap --ro-bind / / --dev /dev --proc /proc --unshare-net -- true"
+MASKED_FILES = ("/etc/shadow", "/etc/gshadow")
+MASKED_DIRS = ("/etc/ssh",)
 LAUNCH = (
     "import os, sys\n"
     "keep = set(sys.argv[1].split(',')) | set(sys.argv[2].split(','))\n"
@@ -27,23 +32,24 @@ def usable(ssh: Ssh) -> str | None:
     )
 
 
-def wrap(
-    python: str,
-    command: list[str],
-    workspace: str,
-    writable: list[str],
-    network: bool,
-    passed: list[str],
-    readable: list[str],
-    hidden: list[str],
-) -> list[str]:
-    """The remote argv running command read-only everywhere but workspace and writable, private /tmp."""
+def wrap(python: str, command: list[str], sandbox: Sandbox, passed: Sequence[str]) -> list[str]:
+    """The remote argv running command confined; sandbox holds remote paths, passed the variables let through."""
     if not command:
         raise SandboxError("no command to sandbox")
+    return prefix(python, sandbox, passed) + command
+
+
+def prefix(python: str, sandbox: Sandbox, passed: Sequence[str] = ()) -> list[str]:
+    """The remote argv prefix up to the command: the environment filter, then bubblewrap."""
     environment = [str(Path(python).parent.parent)] if Path(python).is_absolute() else []
-    argv = bwrap(workspace, writable, [*readable, *environment], network, (), hidden) + command
+    readable = [str(p) for p in (*sandbox.readable, *environment)]
+    writable = [str(p) for p in sandbox.writable]
+    argv = bwrap(str(sandbox.workspace), writable, readable, sandbox, (), masked_files=MASKED_FILES,
+                 masked_dirs=MASKED_DIRS)  # fmt: skip
+    if not sandbox.whole:
+        argv += [arg for key, value in CONFINED_ENV.items() for arg in ("--setenv", key, value)]
     names = [",".join(sorted(KEEP)), ",".join(passed) or "-", ",".join(KEEP_PREFIXES)]
-    return [python, "-c", LAUNCH, *names, *argv]
+    return [python, "-c", LAUNCH, *names, *argv, "--"]
 
 
 def check_cwd(cwd: Path, workspace: Path) -> None:

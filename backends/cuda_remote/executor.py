@@ -5,14 +5,15 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from app.sandbox import SandboxError
 from app.store import home
 from backends import nvidia, profiler
 from backends.cuda_remote import config, confine, digest, job
 from backends.cuda_remote.ssh import HostDown, Ssh
 from backends.executor import CommandResult, ExecutorError, Profile, Sandbox
+from backends.sandbox import SandboxError
 
 OUTPUT_LINES = 2000
 DIGEST = Path(digest.__file__).read_bytes()
@@ -159,18 +160,26 @@ class RemoteExecutor:
         self.ssh.close()
 
     def _confine(self, command: list[str], cwd: Path, sandbox: Sandbox, env: dict[str, str]) -> list[str]:
-        workspace = self.where(sandbox.workspace)
-        confine.check_cwd(cwd, workspace)
+        confine.check_cwd(cwd, self.where(sandbox.workspace))
+        self._usable()
+        return confine.wrap(self.python, command, self._there(sandbox), sorted(env))
+
+    def launcher(self, sandbox: Sandbox) -> list[str]:
+        self._usable()
+        return confine.prefix(self.python, self._there(sandbox))
+
+    def _there(self, sandbox: Sandbox) -> Sandbox:
+        there = self.where
+        return replace(
+            sandbox, workspace=there(sandbox.workspace), writable=tuple(there(p) for p in sandbox.writable),
+            readable=tuple(there(p) for p in sandbox.readable),
+        )  # fmt: skip
+
+    def _usable(self) -> None:
         if self.unconfinable is None:
             self.unconfinable = confine.usable(self.ssh) or ""
         if self.unconfinable:
             raise SandboxError(self.unconfinable)
-        writable = [str(self.where(p)) for p in sandbox.writable]
-        readable = [str(self.where(p)) for p in sandbox.readable]
-        hidden = [str(self.where(p)) for p in sandbox.hidden]
-        return confine.wrap(
-            self.python, command, str(workspace), writable, sandbox.network, sorted(env), readable, hidden
-        )
 
     def _reap(self, jobs: str, owner: str, emit: Callable[[str], None]) -> None:
         left = job.reap(self.ssh, jobs, owner)

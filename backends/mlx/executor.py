@@ -8,11 +8,11 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from app.sandbox import SandboxError, environment, wrap
 from backends import profiler
+from backends import sandbox as confine
 from backends.executor import CommandResult, Profile, Sandbox
 
 OUTPUT_LINES = 2000
@@ -44,6 +44,9 @@ class LocalExecutor:
             shutil.copy2(path, dest)
         return dest
 
+    def launcher(self, sandbox: Sandbox) -> list[str]:
+        return confine.launcher(sandbox)
+
     def run(
         self,
         command: list[str],
@@ -53,14 +56,16 @@ class LocalExecutor:
         on_line: Callable[[str], None] | None = None,
         sandbox: Sandbox | None = None,
     ) -> CommandResult:
+        base: Mapping[str, str] = os.environ
         if sandbox:
             command = _confine(command, cwd, sandbox)
+            base = confine.confined_env(sandbox)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env={**(environment() if sandbox else os.environ), **(env or {})},
+                env={**base, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -114,8 +119,8 @@ class LocalExecutor:
 
 def _confine(command: list[str], cwd: Path, sandbox: Sandbox) -> list[str]:
     if Path(cwd).resolve() != Path(sandbox.workspace).resolve():
-        raise SandboxError(f"a sandboxed command runs in its workspace {sandbox.workspace}, not in {cwd}")
-    return wrap(command, sandbox.workspace, sandbox.writable, sandbox.network, sandbox.readable, sandbox.hidden)
+        raise confine.SandboxError(f"a sandboxed command runs in its workspace {sandbox.workspace}, not in {cwd}")
+    return confine.wrap(command, sandbox)
 
 
 def _pump(proc: subprocess.Popen, lines: deque[str], on_line: Callable[[str], None] | None) -> None:

@@ -34,15 +34,17 @@ def decode(model, prompt: list[int], max_tokens: int, settings: dict) -> list[in
 
 
 def main() -> None:
+    """JSON lines: {"ready": true} once loaded, then one {"id", "tokens"} answer per {"id", "prompt", "max_tokens"}."""
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
-    p.add_argument("--inputs", required=True)
     args = p.parse_args()
     model, _ = load_model(Path(args.model))
-    work = json.loads((Path(args.inputs) / "prompts.json").read_text())
     settings = knobs()
-    for prompt in work["prompts"]:
-        print(json.dumps(decode(model, prompt, work["max_tokens"], settings)), flush=True)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        tokens = decode(model, request["prompt"], request["max_tokens"], settings)
+        print(json.dumps({"id": request["id"], "tokens": tokens}), flush=True)
 
 
 if __name__ == "__main__":
