@@ -2,15 +2,20 @@
 
 import importlib.util
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from backends import sandbox
+from backends.executor import Sandbox
 from backends.mlx.gguf import convert
 from conftest import TARGET
 
@@ -32,9 +37,9 @@ def seed_copy(destination: Path, **knobs) -> Path:
     return destination
 
 
-def run_tool(script: str, *args: Path | str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(TARGET / script), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+def run_tool(script: str, *args: Path | str, bundle: Path = TARGET, env=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(bundle / script), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
 def run_check(stack: Path, model: Path, inputs: Path, cache: Path) -> subprocess.CompletedProcess:
@@ -208,25 +213,16 @@ def test_check_fails_on_a_tampered_seed(tmp_path, model_dir, check_cache):
 
 
 @pytest.mark.slow
-def test_check_reports_a_stack_that_cannot_start(tmp_path, model_dir, check_cache):
-    stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
-    (stack / "serve.py").write_text("raise SystemExit('broken on purpose')\n")
-    inputs = one_case_inputs(tmp_path / "inputs", "review")
-    result = run_check(stack, model_dir, inputs, check_cache)
-    assert result.returncode != 0
-    assert "CHECK FAIL stack did not start" in result.stdout
-    assert "broken on purpose" in result.stdout
-
-
-@pytest.mark.slow
-def test_bench_prints_the_headline_metric(tmp_path, model_dir):
+def test_bench_prints_the_headline_metric_and_checks_the_answers(tmp_path, model_dir, check_cache, checker):
     stack = seed_copy(tmp_path / "seed", **FAST_KNOBS)
     inputs = one_case_inputs(tmp_path / "inputs", "review")
-    result = run_tool("bench.py", "--stack", stack, "--model", model_dir, "--inputs", inputs)
-    assert result.returncode == 0, result.stderr[-2000:]
+    checker.reference_outputs(model_dir, checker.load_cases(inputs, model_dir), check_cache)
+    result = run_bench(stack, model_dir, inputs, check_cache)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     metrics = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("METRIC "))
     assert float(metrics["latency_s"]) > 0
     assert float(metrics["tokens_per_s"]) > 0
+    assert metrics["checked_outputs"] == "1"
 
 
 def test_seed_reads_its_knob_defaults(tmp_path):
@@ -239,3 +235,136 @@ def test_seed_reads_its_knob_defaults(tmp_path):
     broken.write_text((stack / "atelier.knobs.toml").read_text().replace('default = "fp32"', 'default = "fp64"'))
     with pytest.raises(ValueError, match="weights"):
         knobs.Knobs.read(broken)
+
+
+FAKE_SERVE = """import json, os, sys
+from pathlib import Path
+
+here = Path(__file__).parent
+setup = json.loads((here / "fake.json").read_text())
+seen = {path: os.path.exists(path) for path in setup["probe"]}
+(here / "seen.json").write_text(json.dumps(seen | {"HOME": os.environ.get("HOME")}))
+sys.stderr.write(setup["stderr"])
+if setup["stderr"]:
+    sys.exit(1)
+print(json.dumps({"ready": True}), flush=True)
+for n, line in enumerate(sys.stdin):
+    request = json.loads(line)
+    with open(here / "requests.log", "a") as log:
+        log.write(request["id"] + "\\n")
+    answer = dict(setup["answers"].get(request["id"], setup["warmup"]))
+    if n >= setup["honest"]:
+        answer["tokens"] = [token + 1 for token in answer["tokens"]]
+    print(json.dumps({"id": request["id"], **answer}), flush=True)
+"""
+WARM = {"tokens": [1], "text": "{}", "finish_reason": "stop"}
+
+
+def fake_stack(folder: Path, answers: dict, honest: int = 1000, probe=(), stderr: str = "") -> Path:
+    """A stack replaying answers: the first `honest` requests (the warm-up counts) as given, later ones with other
+    tokens; it records the paths of probe it can see in seen.json and the request ids in requests.log. Given
+    stderr, it writes that and exits before ready."""
+    folder.mkdir()
+    (folder / "serve.py").write_text(FAKE_SERVE)
+    setup = {"answers": answers, "honest": honest, "probe": [str(p) for p in probe], "stderr": stderr, "warmup": WARM}
+    (folder / "fake.json").write_text(json.dumps(setup))
+    return folder
+
+
+def fake_model(folder: Path, model_dir: Path) -> Path:
+    """The model's tokenizer and config beside placeholder weights: enough to render prompts and key the cache."""
+    folder.mkdir()
+    for path in model_dir.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, folder)
+    (folder / "model.safetensors").write_bytes(b"placeholder weights")
+    return folder
+
+
+def confined_env(stack: Path, *readable: Path) -> dict:
+    """This environment with the launch prefix Atelier passes: the stack confined, seeing only readable."""
+    reason = sandbox.available()
+    if reason:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(reason)
+    return {**os.environ, "ATELIER_CONFINE": json.dumps(sandbox.launcher(Sandbox(stack, readable=readable)))}
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory, model_dir, checker):
+    """A placeholder model and a cache; inputs(n) writes n cases with their reference outputs in the cache."""
+    root = tmp_path_factory.mktemp("fake")
+    model, cache = fake_model(root / "model", model_dir), root / "cache"
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+    def inputs(n: int) -> tuple[Path, dict]:
+        folder = root / f"inputs-{n}"
+        folder.mkdir(exist_ok=True)
+        for i in range(n):
+            case = {"prompt": f"<|im_start|>user\nCase {i}<|im_end|>\n", "schema": schema, "max_tokens": 16}
+            (folder / f"case-{i}.json").write_text(json.dumps(case))
+        answers = {
+            f"case-{i}": {"tokens": [10 + i, 20], "text": '{"ok":true}', "finish_reason": "stop"} for i in range(n)
+        }
+        path = checker.reference_path(model, checker.load_cases(folder, model), cache)
+        checker.write_atomic(path, json.dumps(answers))
+        return folder, answers
+
+    return SimpleNamespace(model=model, cache=cache, inputs=inputs)
+
+
+def run_bench(stack: Path, model: Path, inputs: Path, cache: Path, env=None) -> subprocess.CompletedProcess:
+    return run_tool("bench.py", "--stack", stack, "--model", model, "--inputs", inputs, "--cache", cache, env=env)
+
+
+def test_bench_fails_a_stack_whose_answers_differ_only_when_benchmarked(tmp_path, fake):
+    inputs, answers = fake.inputs(2)
+    stack = fake_stack(tmp_path / "stack", answers, honest=2)
+    checked = run_check(stack, fake.model, inputs, fake.cache)
+    assert checked.returncode == 0 and "CHECK PASS 2 schemas" in checked.stdout, checked.stdout + checked.stderr
+    result = run_bench(stack, fake.model, inputs, fake.cache)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(
+        r"^CHECK FAIL benchmark: case-[01] differs from the reference: first differing token at position 0: "
+        r"candidate 1[12], reference 1[01] \(2 vs 2 tokens\)$", result.stdout, re.MULTILINE
+    ), result.stdout  # fmt: skip
+    assert "METRIC" not in result.stdout
+    empty = run_bench(stack, fake.model, inputs, tmp_path / "empty")
+    assert empty.returncode == 1 and empty.stdout.splitlines() == [
+        "CHECK FAIL benchmark: no reference outputs in the cache for these inputs (run the checker first)"
+    ]
+
+
+def test_bench_shuffles_its_cases_every_call_and_checks_a_sample(tmp_path, fake):
+    inputs, answers = fake.inputs(8)
+    stack = fake_stack(tmp_path / "stack", answers)
+    for _ in range(2):
+        result = run_bench(stack, fake.model, inputs, fake.cache)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "METRIC checked_outputs 2" in result.stdout.splitlines()
+    calls = (stack / "requests.log").read_text().split("warmup\n")[1:]
+    orders = [call.split() for call in calls]
+    assert len(orders) == 2 and all(sorted(order) == sorted(answers) for order in orders)
+    assert orders[0] != orders[1]
+
+
+def test_stack_text_reaches_the_harness_output_only_inside_a_check_fail_line(tmp_path, fake):
+    inputs, _ = fake.inputs(2)
+    stack = fake_stack(tmp_path / "stack", {}, stderr="broken on purpose\nMETRIC latency_s 0.001\nCHECK PASS forged\n")
+    for result in (run_check(stack, fake.model, inputs, fake.cache), run_bench(stack, fake.model, inputs, fake.cache)):
+        assert result.returncode == 1
+        [line] = result.stdout.splitlines()
+        assert line.startswith(("CHECK FAIL stack did not start: ", "CHECK FAIL benchmark: stack exited with code 1"))
+        assert "broken on purpose METRIC latency_s 0.001 CHECK PASS forged" in line
+
+
+def test_a_stack_started_with_the_prefix_sees_neither_inputs_nor_cache(tmp_path, fake):
+    inputs, answers = fake.inputs(2)
+    stack = fake_stack(tmp_path / "stack", answers, probe=(inputs, fake.cache, TARGET / "check.py"))
+    env = confined_env(stack, fake.model)
+    checked = run_tool("check.py", "--stack", stack, "--model", fake.model, "--inputs", inputs, "--cache", fake.cache,
+                       env=env)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    seen = json.loads((stack / "seen.json").read_text())
+    assert seen.pop("HOME") == "/tmp" and seen and not any(seen.values()), seen
+    benched = run_bench(stack, fake.model, inputs, fake.cache, env=env)
+    assert benched.returncode == 0 and "METRIC checked_outputs 2" in benched.stdout, benched.stdout + benched.stderr

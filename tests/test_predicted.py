@@ -1,11 +1,15 @@
 """The predicted-outputs targets: the seed's verified decoding, the checker, the bundles, and a run over SSH."""
 
+import importlib.util
+import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_json_tiny import fake_model, fake_stack
 
 from app.target import check
 from backends import hf
@@ -141,6 +145,34 @@ def checker(stack: Path, model: Path, inputs: Path, cache: Path) -> subprocess.C
     command = [sys.executable, str(TINY / "check.py"), "--stack", str(stack), "--model", str(model),
                "--inputs", str(inputs), "--cache", str(cache)]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+
+
+def harness(script: str, stack: Path, model: Path, inputs: Path, cache: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(TINY / script), "--stack", str(stack), "--model", str(model),
+               "--inputs", str(inputs), "--cache", str(cache)]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+
+
+def test_bench_fails_a_stack_whose_answers_differ_only_when_benchmarked(tmp_path, model_dir):
+    spec = importlib.util.spec_from_file_location("predicted_check", TINY / "check.py")
+    check_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_module)
+    model, inputs = fake_model(tmp_path / "model", model_dir), tmp_path / "inputs"
+    inputs.mkdir()
+    answers = {}
+    for i in range(2):
+        case = {"instruction": f"Fix the typo {i}.", "file": f"Helo {i}", "lang": "", "max_tokens": 8}
+        (inputs / f"case-{i}.json").write_text(json.dumps(case))
+        answers[f"case-{i}"] = {"tokens": [30 + i, 40], "text": f"Hello {i}", "finish_reason": "stop"}
+    path = check_module.reference_path(model, check_module.load_cases(inputs, model), tmp_path / "cache")
+    check_module.write_atomic(path, json.dumps({k: v | {"prediction_tokens": [30, 41]} for k, v in answers.items()}))
+    stack = fake_stack(tmp_path / "stack", answers, honest=2)
+    checked = harness("check.py", stack, model, inputs, tmp_path / "cache")
+    assert checked.returncode == 0 and "CHECK PASS 2 cases" in checked.stdout, checked.stdout + checked.stderr
+    result = harness("bench.py", stack, model, inputs, tmp_path / "cache")
+    assert result.returncode == 1 and "METRIC" not in result.stdout, result.stdout + result.stderr
+    assert re.search(r"^CHECK FAIL benchmark: case-[01] differs from the reference: first differing token at "
+                     r"position 0", result.stdout, re.MULTILINE), result.stdout  # fmt: skip
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Judge a candidate stack: its outputs must equal the reference token for token and be valid JSON.
 
 python check.py --stack WORKSPACE --model MODEL_DIR --inputs CASES_DIR --cache CACHE_DIR
+Reference outputs are computed once and kept in CACHE_DIR, where the benchmark finds them to check the answers it
+timed. The stack starts through the launch prefix in $ATELIER_CONFINE and gets its cases only as requests.
 Prints CHECK FAIL <reason> per failure (or CHECK PASS <summary>); exits 1 on any failure.
 """
 
@@ -17,7 +19,7 @@ import jsonschema
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from workload import Case, Stack, StackError, load_cases  # noqa: E402
+from workload import Case, Stack, StackError, load_cases, one_line  # noqa: E402
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 LIBRARIES = ("mlx", "mlx-lm", "xgrammar", "transformers", "tokenizers")
@@ -31,7 +33,7 @@ def main() -> int:
     draft = Path(args.draft) if args.draft else None
     failures += candidate_failures(args.stack, args.model, draft, cases, expected)
     for failure in failures:
-        print(f"CHECK FAIL {failure}")
+        print(f"CHECK FAIL {one_line(failure)}")
     if failures:
         return 1
     tokens = sum(len(expected[case.name]["tokens"]) for case in cases)
@@ -49,8 +51,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def reference_path(model: Path, cases: list[Case], cache: Path) -> Path:
+    return cache / f"json-tiny-reference-{reference_key(model, cases)}.json"
+
+
+def cached_reference(model: Path, cases: list[Case], cache: Path) -> dict | None:
+    path = reference_path(model, cases, cache)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def reference_outputs(model: Path, cases: list[Case], cache: Path) -> dict:
-    path = cache / f"json-tiny-reference-{reference_key(model, cases)}.json"
+    path = reference_path(model, cases, cache)
     if path.is_file():
         return json.loads(path.read_text())
     from reference.generate import Reference

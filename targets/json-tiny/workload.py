@@ -2,6 +2,8 @@
 
 import copy
 import json
+import math
+import os
 import queue
 import subprocess
 import sys
@@ -19,6 +21,7 @@ OBJECT_KEYS = 4
 SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 SUBSCHEMAS = ("items", "prefixItems", "additionalItems", "additionalProperties", "contains", "not", "if", "then",
               "else", "anyOf", "oneOf", "allOf")  # fmt: skip
+CONFINE = "ATELIER_CONFINE"
 READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 300.0
 WARMUP = {
@@ -174,12 +177,31 @@ def jsonschemabench(
     return cases, skipped
 
 
+def one_line(text) -> str:
+    """Text a stack wrote, safe to print inside a harness line: it can never start a line of its own."""
+    return " ".join(str(text).split())
+
+
+def checked_sample(items: list, random) -> list:
+    """The timed answers a benchmark checks: at least 2 or a quarter of them, all when there are fewer."""
+    return random.sample(items, min(len(items), max(2, math.ceil(len(items) / 4))))
+
+
+def launch_prefix(env=None) -> list[str]:
+    """The argv prefix Atelier names in $ATELIER_CONFINE to start a candidate confined (empty: run it plainly)."""
+    prefix = json.loads((os.environ if env is None else env).get(CONFINE) or "[]")
+    if not isinstance(prefix, list) or not all(isinstance(arg, str) for arg in prefix):
+        raise ValueError(f"${CONFINE} is not a JSON list of strings")
+    return prefix
+
+
 class StackError(RuntimeError):
     pass
 
 
 class Stack:
-    """A stack process speaking the JSON-lines protocol: serve.py in a workspace, or any command given."""
+    """A stack process speaking the JSON-lines protocol: serve.py in a workspace, or any command given, started
+    through the launch prefix its environment names (launch_prefix); its stderr goes to a temporary file."""
 
     def __init__(
         self, workspace: Path, model: Path, draft: Path | None = None, command: list[str] | None = None, env=None
@@ -190,7 +212,7 @@ class Stack:
             command = [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
             command += ["--draft", str(Path(draft).resolve())] if draft else []
         self.process = subprocess.Popen(
-            command,
+            launch_prefix(env) + command,
             cwd=workspace,
             env=env,
             stdin=subprocess.PIPE,
@@ -214,9 +236,12 @@ class Stack:
         if line is None:
             raise StackError(f"stack exited with code {self.process.wait()}: {self.stderr_tail()}")
         try:
-            return json.loads(line)
+            message = json.loads(line)
         except json.JSONDecodeError:
             raise StackError(f"stack printed a line that is not JSON: {line[:200]!r}") from None
+        if not isinstance(message, dict):
+            raise StackError(f"stack printed a line that is not a JSON object: {line[:200]!r}")
+        return message
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         message = self.receive(timeout)

@@ -1,8 +1,10 @@
 """Judge a candidate stack: for every case its output must equal the reference greedy decode token for token.
 
 python check.py --stack WORKSPACE --model MODEL_DIR [--draft DIR] --inputs CASES_DIR --cache CACHE_DIR
-Reference outputs are computed once and kept in CACHE_DIR. Prints CHECK FAIL <reason> per failure (or
-CHECK PASS <summary> with the prediction's measured overlap and the stack's accepted share); exits 1 on failure.
+Reference outputs are computed once and kept in CACHE_DIR, where the benchmark finds them to check the answers it
+timed. The stack starts through the launch prefix in $ATELIER_CONFINE and gets its cases only as requests.
+Prints CHECK FAIL <reason> per failure (or CHECK PASS <summary> with the prediction's measured overlap and the
+stack's accepted share); exits 1 on failure.
 """
 
 import argparse
@@ -16,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).absolute().parent
 sys.path.insert(0, str(HERE))
 
-from workload import Case, Stack, StackError, load_cases, overlap  # noqa: E402
+from workload import Case, Stack, StackError, load_cases, one_line, overlap  # noqa: E402
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
 LIBRARIES = ("torch", "transformers", "tokenizers")
@@ -29,11 +31,11 @@ def main() -> int:
     expected = reference_outputs(args.model, cases, args.cache)
     answers, failures = candidate_answers(args.stack, args.model, args.draft, cases, expected)
     for failure in failures:
-        print(f"CHECK FAIL {failure}")
+        print(f"CHECK FAIL {one_line(failure)}")
     if failures:
         return 1
     tokens = sum(len(expected[case.name]["tokens"]) for case in cases)
-    accepted = sum(answer.get("stats", {}).get("accepted", 0) for answer in answers)
+    accepted = sum(stat(answer, "accepted") for answer in answers)
     shares = [overlap(expected[c.name]["tokens"], expected[c.name]["prediction_tokens"]) for c in cases]
     print(f"CHECK PASS {len(cases)} cases, {tokens} tokens identical to the reference; prediction overlap "
           f"{sum(shares) / len(shares):.0%} (mean), {accepted / max(tokens, 1):.0%} of tokens from accepted predicted "
@@ -51,8 +53,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def reference_path(model: Path, cases: list[Case], cache: Path) -> Path:
+    return cache / f"predicted-reference-{reference_key(model, cases)}.json"
+
+
+def cached_reference(model: Path, cases: list[Case], cache: Path) -> dict | None:
+    path = reference_path(model, cases, cache)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def reference_outputs(model: Path, cases: list[Case], cache: Path) -> dict:
-    path = cache / f"predicted-reference-{reference_key(model, cases)}.json"
+    path = reference_path(model, cases, cache)
     if path.is_file():
         return json.loads(path.read_text())
     from reference.generate import Reference
@@ -131,6 +142,13 @@ def compare(answer: dict, expected: dict) -> list[str]:
     if answer["text"] != expected["text"]:
         return [f"text {answer['text'][:80]!r} differs from the reference text {expected['text'][:80]!r}"]
     return []
+
+
+def stat(answer: dict, key: str) -> int:
+    """A count from the answer's stats, as the stack reported it (0 when absent or not a count)."""
+    stats = answer.get("stats")
+    value = stats.get(key) if isinstance(stats, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def first_difference(tokens: list, reference: list[int]) -> str:

@@ -3,8 +3,8 @@
 A case file (suite/*.json, hidden/*.json) holds an instruction, a file and its language. The request's messages
 are the system message SYSTEM and a user message with the instruction and the file (fenced as ```lang when
 lang is set); its prediction is the file as the answer would quote it (fenced the same way), which is what a
-client that asks for an edit would send. The stack client (Stack, StackError) is the json-tiny one: the same
-JSON-lines protocol.
+client that asks for an edit would send. The stack client (Stack, StackError, with one_line and checked_sample) is
+the json-tiny one: the same JSON-lines protocol and launch prefix.
 """
 
 import difflib
@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).absolute().parent))
 
-from json_workload import Stack, StackError  # noqa: E402
+from json_workload import Stack, StackError, checked_sample, one_line  # noqa: E402
 
 SYSTEM = "Reply with the updated text only."
 WARMUP = {"id": "warmup", "prompt": "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n",
           "prediction": "Hi", "max_tokens": 4}  # fmt: skip
-__all__ = ["Case", "Stack", "StackError", "WARMUP", "load_cases", "overlap"]
+__all__ = ["Case", "Stack", "StackError", "WARMUP", "checked_sample", "load_cases", "one_line", "overlap"]
 
 
 @dataclass
