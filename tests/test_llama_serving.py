@@ -3,6 +3,7 @@ Tests use a tiny fixed-seed Llama with a character tokenizer (llama3 RoPE scalin
 SmolLM2-135M-Instruct converted from its GGUF, and a tuner run; all but three are slow (several servers each)."""
 
 import importlib.util
+import json
 import os
 import shutil
 import statistics
@@ -15,6 +16,8 @@ import pytest
 
 from app import knobs
 from app.target import check
+from backends import sandbox
+from backends.executor import Sandbox
 from conftest import ROOT, atelier, rows
 
 TINY = ROOT / "targets" / "llama-h100-tiny"
@@ -70,6 +73,16 @@ def tiny_llama(tiny_model, monkeypatch) -> Path:
     two spinning OpenMP threads make each step tens of times slower."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_model, tmp_path_factory) -> Path:
+    """A checker cache holding the tiny model's references for the public suite, as check.py --max-tokens 32 names
+    them: the benchmark checks its mixed-in suite answers against them."""
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    cases = json.loads((TINY / "suite" / "prompts.json").read_text())
+    bundle_module("check").reference_outputs(tiny_model, cases, 32, cache)
+    return cache
 
 
 def seed_with(tmp_path: Path, **settings) -> Path:
@@ -179,18 +192,62 @@ def test_the_poisson_schedule_is_seeded_and_has_the_requested_rate():
 
 
 @pytest.mark.slow
-def test_the_bench_closes_unfinished_requests_and_the_server_drops_them(tiny_llama, tmp_path):
+def test_the_bench_closes_unfinished_requests_and_the_server_drops_them(tiny_llama, tiny_cache, tmp_path):
     """At 120 req/s for 2 s the batch-1 seed is asked for 72k tokens: about a minute here even for the tiny model,
     so plenty are still unfinished when the 10 s drain ends, however idle the machine."""
     command = [sys.executable, str(TINY / "bench.py"), "--stack", str(TINY / "seed"), "--model", str(tiny_llama),
-               "--inputs", str(TINY / "workload"), "--rates", "120,1", "--duration", "2", "--max-tokens", "300",
-               "--drain", "10", "--vllm", "auto"]  # fmt: skip
+               "--inputs", str(TINY / "workload"), "--cache", str(tiny_cache), "--rates", "120,1", "--duration", "2",
+               "--max-tokens", "300", "--drain", "10", "--vllm", "auto"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     metrics = {line.split()[1]: float(line.split()[2]) for line in result.stdout.splitlines() if line[:6] == "METRIC"}
     assert metrics["unfinished_at_120"] > 10 and metrics["unfinished_at_1"] == 0, result.stderr
+    assert metrics["checked_outputs"] >= 2
     assert metrics["output_tokens_per_s"] > 0 and metrics["ttft_ms_at_1"] > 0 and metrics["tpot_ms_at_1"] > 0
     assert "vllm: not installed" in result.stderr and not any(k.startswith("vllm_") for k in metrics)
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> None:
+    reason = sandbox.available()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a working sandbox: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def run_bench(stack: Path, model: Path, cache: Path, prefix: list[str] | None = None):
+    command = [sys.executable, str(TINY / "bench.py"), "--stack", str(stack), "--model", str(model),
+               "--inputs", str(TINY / "workload"), "--cache", str(cache), "--rates", "4", "--duration", "2",
+               "--max-tokens", "8", "--drain", "60", "--vllm", "off"]  # fmt: skip
+    env = os.environ | {"ATELIER_CONFINE": json.dumps(prefix or [])}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.slow
+def test_the_bench_checks_mixed_in_suite_answers_and_fails_a_stack_wrong_only_under_load(
+    bwrap, tiny_llama, tiny_cache, tmp_path
+):
+    honest = seed_with(tmp_path, max_batch=4)
+    prefix = sandbox.launcher(Sandbox(honest, readable=(tiny_llama,), network=True))
+    passed = run_bench(honest, tiny_llama, tiny_cache, prefix)
+    assert passed.returncode == 0 and "METRIC checked_outputs 2\n" in passed.stdout, passed.stdout + passed.stderr
+    cheat = seed_with(tmp_path, max_batch=8)  # answers token 3 to every step of a benchmark's ignore_eos request
+    server = (cheat / "server.py").read_text()
+    (cheat / "server.py").write_text(
+        server.replace("tokens.append(token)", "tokens.append(3 if job['ignore_eos'] else token)")
+    )
+    checked = run_checker(cheat, tiny_llama, tiny_cache)
+    assert checked.returncode == 0 and "CHECK PASS 6 prompts" in checked.stdout, checked.stdout + checked.stderr
+    failed = run_bench(cheat, tiny_llama, tiny_cache)
+    assert failed.returncode == 1 and "METRIC" not in failed.stdout, failed.stdout + failed.stderr
+    lines = failed.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("CHECK FAIL benchmark: ") for line in lines), lines
+    assert all("differs from the reference: first differing token at " in line for line in lines), lines
+    missing = run_bench(honest, tiny_llama, tmp_path / "no-cache")
+    assert missing.returncode == 1 and missing.stdout == (
+        "CHECK FAIL benchmark: no reference outputs in the cache for these inputs (run the checker first)\n"
+    )
 
 
 def test_both_bundles_validate(home):
@@ -260,11 +317,11 @@ def stand_in_vllm(tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_bench_reports_a_vllm_row_when_vllm_is_importable(tiny_llama, tmp_path):
+def test_the_bench_reports_a_vllm_row_when_vllm_is_importable(tiny_llama, tiny_cache, tmp_path):
     env = os.environ | stand_in_vllm(tmp_path)
     command = [sys.executable, str(TINY / "bench.py"), "--stack", str(TINY / "seed"), "--model", str(tiny_llama),
-               "--inputs", str(TINY / "workload"), "--rates", "2", "--duration", "2", "--max-tokens", "8",
-               "--vllm-cache", str(tmp_path / "rows")]  # fmt: skip
+               "--inputs", str(TINY / "workload"), "--cache", str(tiny_cache), "--rates", "2", "--duration", "2",
+               "--max-tokens", "8", "--vllm-cache", str(tmp_path / "rows")]  # fmt: skip
     first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from PIL import Image
 from app import knobs
 from app.model import ModelError, prepare
 from app.target import Model, load
+from backends import sandbox
+from backends.executor import Sandbox
 from conftest import atelier, rows
 
 TARGET = Path(__file__).resolve().parents[1] / "targets" / "showo2-tiny"
@@ -79,10 +82,11 @@ def stack_image(stack: Path, model: Path, steps=STEPS) -> tuple[np.ndarray, dict
         return np.asarray(Image.open(out).convert("RGB")), answer["timings"]
 
 
-def run_script(name: str, stack: Path, model: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
+def run_script(name: str, stack: Path, model: Path, cache: Path, prefix: list[str] | None = None):
     command = [sys.executable, str(TARGET / name), "--stack", str(stack), "--model", str(model)]
-    command += ["--inputs", str(TARGET / "suite")] + (["--cache", str(cache)] if cache else [])
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    command += ["--inputs", str(TARGET / "suite"), "--cache", str(cache)]
+    env = os.environ | {"ATELIER_CONFINE": json.dumps(prefix or [])}
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
 
 
 def test_the_model_recipe_is_generated_once_and_cached(showo2_model, tmp_path):
@@ -198,11 +202,91 @@ def test_the_checker_passes_the_seed_and_the_benchmark_reports_components(showo2
     stack = stack_with(tmp_path, cfg_stride=2)
     checked = run_script("check.py", stack, showo2_model, check_cache)
     assert checked.returncode == 0 and checked.stdout.startswith("CHECK PASS fox: mae "), checked.stdout
-    bench = run_script("bench.py", stack, showo2_model)
+    bench = run_script("bench.py", stack, showo2_model, check_cache)
     assert bench.returncode == 0, bench.stderr
     names = [line.split()[1] for line in bench.stdout.splitlines() if line.startswith("METRIC ")]
     assert names == ["latency_s", "body_s", "head_s", "vae_s", "startup_s", "floor_s", "floor_ratio", "floor_gflop",
-                     "matmul_gflops", "bandwidth_gbs"]  # fmt: skip
+                     "matmul_gflops", "bandwidth_gbs", "checked_outputs"]  # fmt: skip
+    assert "METRIC checked_outputs 1" in bench.stdout
+
+
+FAKE = """
+import json, sys
+from PIL import Image
+
+print(json.dumps({"ready": True}), flush=True)
+warm = False
+for line in sys.stdin:
+    request = json.loads(line)
+    warm = warm or request["steps"] < 20
+    Image.new("RGB", (64, 64), (200, 0, 0) if warm else (9, 99, 199)).save(request["out"])
+    print(json.dumps({"id": request["id"], "out": request["out"], "timings": {}}), flush=True)
+"""
+
+
+def fake_stack(folder: Path, code: str) -> Path:
+    folder.mkdir()
+    (folder / "serve.py").write_text(code)
+    return folder
+
+
+@pytest.fixture
+def plain_cache(showo2_model, tmp_path) -> Path:
+    """A checker cache whose reference for the suite's case is a plain blue image, as the fake stack draws it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    case = module("stack").load_cases(TARGET / "suite")[0]
+    name = f"showo2-tiny-reference-{module('check').reference_key(showo2_model, case)}.png"
+    Image.new("RGB", (64, 64), (9, 99, 199)).save(cache / name)
+    return cache
+
+
+def test_the_benchmark_fails_a_stack_whose_images_are_wrong_only_when_benchmarked(showo2_model, plain_cache, tmp_path):
+    stack = fake_stack(tmp_path / "stack", FAKE)
+    checked = run_script("check.py", stack, showo2_model, plain_cache)
+    assert checked.returncode == 0 and checked.stdout.startswith("CHECK PASS fox: mae 0 "), checked.stdout
+    bench = run_script("bench.py", stack, showo2_model, plain_cache)
+    assert bench.returncode == 1 and "METRIC" not in bench.stdout, bench.stdout + bench.stderr
+    assert bench.stdout.startswith("CHECK FAIL benchmark: fox differs from the reference: mae "), bench.stdout
+    empty = run_script("bench.py", stack, showo2_model, tmp_path / "none")
+    assert empty.returncode == 1 and empty.stdout == (
+        "CHECK FAIL benchmark: no reference outputs in the cache for these inputs (run the checker first)\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def bwrap() -> None:
+    reason = sandbox.available()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a working sandbox: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+PEEK = """
+import json, os, sys
+
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    seen = [path for path in PATHS if os.access(path, os.R_OK)]
+    sys.stderr.write("\\nMETRIC latency_s 0.001\\n")
+    print(json.dumps({"id": request["id"], "error": f"saw {seen}\\nMETRIC latency_s 0.001"}), flush=True)
+"""
+
+
+def test_a_confined_stack_sees_neither_cache_nor_inputs_and_cannot_forge_a_line(
+    bwrap, showo2_model, plain_cache, tmp_path
+):
+    paths = [str(p) for p in (plain_cache, TARGET / "suite" / "cases.json", TARGET / "check.py")]
+    stack = fake_stack(tmp_path / "stack", f"PATHS = {paths!r}\n" + PEEK)
+    plain = run_script("check.py", stack, showo2_model, plain_cache)
+    assert plain.stdout == f"CHECK FAIL fox: request fox: saw {paths!r} METRIC latency_s 0.001\n", plain.stdout
+    prefix = sandbox.launcher(Sandbox(stack, readable=(showo2_model,)))
+    confined = run_script("check.py", stack, showo2_model, plain_cache, prefix)
+    assert confined.stdout == "CHECK FAIL fox: request fox: saw [] METRIC latency_s 0.001\n", confined.stdout
+    for result in (plain, confined):
+        assert result.returncode == 1 and not any(line.startswith("METRIC") for line in result.stdout.splitlines())
 
 
 @pytest.mark.slow

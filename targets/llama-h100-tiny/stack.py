@@ -1,7 +1,11 @@
-"""An OpenAI-compatible server as a child process (the candidate stack, or vLLM) and a small HTTP client for it."""
+"""An OpenAI-compatible server as a child process (the candidate stack, or vLLM) and a small HTTP client for it.
+
+The candidate starts through the launch prefix in $ATELIER_CONFINE (a JSON list; unset or empty runs it plainly)
+and is reached only over HTTP on 127.0.0.1."""
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,6 +16,11 @@ from pathlib import Path
 
 class StackError(Exception):
     pass
+
+
+def one_line(text: object) -> str:
+    """Candidate-derived text as one line, so that it never forges a line of the harness's own."""
+    return " ".join(str(text).split())
 
 
 def free_port() -> int:
@@ -57,12 +66,16 @@ class Server:
 
     def tail(self, lines: int = 5) -> str:
         self.log.seek(0)
-        return " | ".join(self.log.read().strip().splitlines()[-lines:]) or "(no output)"
+        return one_line(" | ".join(self.log.read().strip().splitlines()[-lines:])[-2000:]) or "(no output)"
 
 
 def stack_server(stack: Path, model: Path, port: int) -> Server:
-    """The candidate, started as the bundle's `serve` line says: python server.py --model MODEL, on our port."""
-    return Server([sys.executable, "server.py", "--model", str(model), "--port", str(port)], port, cwd=stack)
+    """The candidate, started as the bundle's `serve` line says (python server.py --model MODEL) on our port,
+    through the launch prefix."""
+    prefix = json.loads(os.environ.get("ATELIER_CONFINE") or "[]")
+    stack = Path(stack).resolve()
+    command = [sys.executable, str(stack / "server.py"), "--model", str(Path(model).resolve()), "--port", str(port)]
+    return Server(prefix + command, port, cwd=stack)
 
 
 def get(port: int, path: str, timeout: float = 30) -> dict:

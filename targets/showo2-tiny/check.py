@@ -8,6 +8,7 @@ each case's image and the reference's are written to CACHE_DIR/outputs as CASE.p
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from metrics import judge  # noqa: E402
-from stack import Case, Stack, StackError, load_cases, load_thresholds  # noqa: E402
+from stack import Case, Stack, StackError, load_cases, load_thresholds, one_line, out_path, read_back  # noqa: E402
 
 MODEL_FILES = ("config.json", "model.safetensors")
 
@@ -36,17 +37,16 @@ def main() -> int:
     cases, thresholds = load_cases(args.inputs), load_thresholds()
     expected = reference_images(args.model, cases, args.cache)
     failures, summaries = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        for case, candidate in candidate_images(args.stack, args.model, cases, Path(folder)):
-            if isinstance(candidate, str):
-                failures.append(f"{case.name}: {candidate}")
-                continue
-            keep_images(args.cache / "outputs", case.name, candidate, expected[case.name])
-            found, summary = judge(candidate, expected[case.name], thresholds)
-            failures += [f"{failure} ({case.name})" for failure in found]
-            summaries.append(f"{case.name}: {summary}")
+    for case, candidate in candidate_images(args.stack, args.model, cases):
+        if isinstance(candidate, str):
+            failures.append(f"{case.name}: {candidate}")
+            continue
+        keep_images(args.cache / "outputs", case.name, candidate, expected[case.name])
+        found, summary = judge(candidate, expected[case.name], thresholds)
+        failures += [f"{failure} ({case.name})" for failure in found]
+        summaries.append(f"{case.name}: {summary}")
     for failure in failures:
-        print(f"CHECK FAIL {failure}")
+        print(f"CHECK FAIL {one_line(failure)}")
     if failures:
         return 1
     print(f"CHECK PASS {'; '.join(summaries)}")
@@ -56,7 +56,7 @@ def main() -> int:
 def reference_images(model: Path, cases: list[Case], cache: Path) -> dict[str, np.ndarray]:
     images, reference = {}, None
     for case in cases:
-        path = cache / f"showo2-tiny-reference-{reference_key(model, case)}.png"
+        path = reference_path(model, case, cache)
         if not path.is_file():
             if reference is None:
                 from reference.generate import Reference
@@ -66,6 +66,18 @@ def reference_images(model: Path, cases: list[Case], cache: Path) -> dict[str, n
             save_atomic(image, path)
         images[case.name] = np.asarray(Image.open(path).convert("RGB"))
     return images
+
+
+def cached_references(model: Path, cases: list[Case], cache: Path) -> dict[str, np.ndarray] | None:
+    """The reference images the checker cached for these cases, or None when one is missing."""
+    paths = {case.name: reference_path(model, case, cache) for case in cases}
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    return {name: np.asarray(Image.open(path).convert("RGB")) for name, path in paths.items()}
+
+
+def reference_path(model: Path, case: Case, cache: Path) -> Path:
+    return cache / f"showo2-tiny-reference-{reference_key(model, case)}.png"
 
 
 def reference_key(model: Path, case: Case) -> str:
@@ -94,7 +106,7 @@ def keep_images(folder: Path, name: str, candidate: np.ndarray, reference: np.nd
     save_atomic(Image.fromarray(reference), folder / f"{name}.reference.png")
 
 
-def candidate_images(workspace: Path, model: Path, cases: list[Case], folder: Path):
+def candidate_images(workspace: Path, model: Path, cases: list[Case]):
     """(case, RGB array) per case, or (case, the reason there is none)."""
     with Stack(workspace, model) as stack:
         try:
@@ -103,12 +115,20 @@ def candidate_images(workspace: Path, model: Path, cases: list[Case], folder: Pa
             yield from ((case, f"stack did not start: {error}") for case in cases)
             return
         for case in cases:
-            out = folder / f"{case.name}.png"
+            out = out_path(workspace, case.name)
             try:
                 stack.ask(case.request(out))
-                yield case, np.asarray(Image.open(out).convert("RGB"))
+                yield case, load_image(out, workspace)
             except (StackError, OSError) as error:
                 yield case, str(error)
+
+
+def load_image(path: Path, workspace: Path) -> np.ndarray:
+    """The RGB pixels of the image a stack wrote inside its folder."""
+    try:
+        return np.asarray(Image.open(io.BytesIO(read_back(path, workspace))).convert("RGB"))
+    except (ValueError, Image.DecompressionBombError, SyntaxError) as error:
+        raise StackError(f"{path.name} is not an image: {error}") from None
 
 
 if __name__ == "__main__":

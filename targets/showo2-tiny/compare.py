@@ -7,14 +7,13 @@ Prints one line per row (median and min seconds of one image) and each stack's r
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stack import Stack, load_cases  # noqa: E402
+from stack import Stack, load_cases, out_path  # noqa: E402
 
 
 def main() -> None:
@@ -30,21 +29,20 @@ def main() -> None:
     reference = Reference(args.model)
     reference.generate(case.prompt, case.seed, 2, case.guidance)
     times: dict[str, list[float]] = {"reference": []} | {str(s): [] for s in args.stack}
-    with tempfile.TemporaryDirectory() as folder:
-        stacks = [Stack(s, args.model) for s in args.stack]
-        for stack in stacks:
-            stack.wait_ready()
-            stack.ask(case.request(Path(folder) / "warmup.png", steps=2))
-        for _ in range(args.repeats):
+    stacks = [Stack(s, args.model) for s in args.stack]
+    for folder, stack in zip(args.stack, stacks, strict=True):
+        stack.wait_ready()
+        stack.ask(case.request(out_path(folder, "warmup"), steps=2))
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        reference.generate(case.prompt, case.seed, case.steps, case.guidance)
+        times["reference"].append(time.perf_counter() - started)
+        for folder, stack in zip(args.stack, stacks, strict=True):
             started = time.perf_counter()
-            reference.generate(case.prompt, case.seed, case.steps, case.guidance)
-            times["reference"].append(time.perf_counter() - started)
-            for name, stack in zip(args.stack, stacks, strict=True):
-                started = time.perf_counter()
-                stack.ask(case.request(Path(folder) / "image.png"))
-                times[str(name)].append(time.perf_counter() - started)
-        for stack in stacks:
-            stack.close()
+            stack.ask(case.request(out_path(folder, case.name)))
+            times[str(folder)].append(time.perf_counter() - started)
+    for stack in stacks:
+        stack.close()
     base = statistics.median(times["reference"])
     for name, values in times.items():
         median = statistics.median(values)

@@ -1,7 +1,12 @@
-"""Talk to a Show-o2 tiny stack (serve.py in a workspace, a JSON-lines worker); load the cases and thresholds."""
+"""Talk to a Show-o2 tiny stack (serve.py in a workspace, a JSON-lines worker); load the cases and thresholds.
+
+The stack starts through the launch prefix in $ATELIER_CONFINE (a JSON list; unset or empty runs it plainly), sees
+no harness path and writes each image into its own folder, under out/, where the harness reads it back."""
 
 import json
+import os
 import queue
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -51,12 +56,43 @@ class StackError(RuntimeError):
     pass
 
 
+def one_line(text: str) -> str:
+    """Candidate-derived text as one line, so that it never forges a line of the harness's own."""
+    return " ".join(str(text).split())
+
+
+def launch_prefix() -> list[str]:
+    return json.loads(os.environ.get("ATELIER_CONFINE") or "[]")
+
+
+def out_path(workspace: Path, name: str) -> Path:
+    """A fresh, unguessable file name under the stack's out/ folder for the image of one request."""
+    folder = Path(workspace).resolve() / "out"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{secrets.token_hex(8)}-{name}.png"
+
+
+def read_back(path: Path, workspace: Path) -> bytes:
+    """The file a stack wrote at path, refused when a link would lead the harness outside the stack's folder."""
+    if not Path(path).resolve().is_relative_to(Path(workspace).resolve()):
+        raise StackError(f"{Path(path).name} leads outside the stack's folder")
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise StackError(f"no image at {Path(path).name}: {error.strerror}") from None
+    with os.fdopen(handle, "rb") as file:
+        return file.read()
+
+
 class Stack:
-    def __init__(self, workspace: Path, model: Path, command: list[str] | None = None):
-        """command: another process speaking the same protocol (a benchmark's reference row), run in workspace."""
+    def __init__(self, workspace: Path, model: Path, command: list[str] | None = None, prefix: list[str] | None = None):
+        """command: another process speaking the same protocol (a benchmark's reference row, run plainly) in
+        workspace; prefix: the launch prefix of the stack (default: $ATELIER_CONFINE's)."""
         self.stderr = tempfile.TemporaryFile()
         workspace = Path(workspace).resolve()
-        command = command or [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
+        if command is None:
+            stack = [sys.executable, str(workspace / ENTRY), "--model", str(Path(model).resolve())]
+            command = (launch_prefix() if prefix is None else prefix) + stack
         self.process = subprocess.Popen(
             command, cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True
         )
@@ -76,9 +112,12 @@ class Stack:
         if line is None:
             raise StackError(f"stack exited with code {self.process.wait()}: {self.stderr_tail()}")
         try:
-            return json.loads(line)
+            message = json.loads(line)
         except json.JSONDecodeError:
             raise StackError(f"stack printed a line that is not JSON: {line[:200]!r}") from None
+        if not isinstance(message, dict):
+            raise StackError(f"stack printed {line[:200]!r}, not a JSON object")
+        return message
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
         message = self.receive(timeout)
@@ -101,7 +140,7 @@ class Stack:
 
     def stderr_tail(self, size: int = 2000) -> str:
         self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-size:].strip()
+        return one_line(self.stderr.read().decode(errors="replace")[-size:])
 
     def close(self) -> None:
         if self.process.poll() is None:
