@@ -1,10 +1,13 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from app.bench import showo2bench
 from app.cli import main
+from backends import sandbox
 from conftest import atelier
 
 TARGET = Path(__file__).resolve().parents[1] / "targets" / "showo2-tiny"
@@ -31,8 +34,61 @@ def test_bad_rows_and_missing_stacks_are_one_line_errors(home, tmp_path, capsys)
     assert "row c: no showo2-tiny run with a best stack" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def bwrap() -> None:
+    reason = sandbox.available()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a working sandbox: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def test_without_bubblewrap_the_bench_stops_with_the_fix(home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sandbox, "available", lambda: "bubblewrap is not installed: apt-get install bubblewrap")
+    assert main(["bench", "showo2", "--stack", str(tuned_copy(tmp_path / "tuned")), "--out", str(tmp_path)]) == 1
+    assert "atelier: error: bubblewrap is not installed: apt-get install bubblewrap" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
+
+
+FAKE = """
+import json, os, sys
+from pathlib import Path
+from PIL import Image
+
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    seen = [k for k in os.environ if k.endswith("_KEY")] + [p for p in PATHS if os.access(p, os.R_OK)]
+    seen += ["the original folder"] if Path(__file__).resolve().parent == Path(ORIGINAL) else []
+    if seen:
+        print(json.dumps({"id": request["id"], "error": f"saw {seen}"}), flush=True)
+        continue
+    Image.new("RGB", (64, 64), (9, 99, 199)).save(request["out"])
+    print(json.dumps({"id": request["id"], "out": request["out"], "timings": {}}), flush=True)
+"""
+
+
+def test_the_tuned_stack_runs_confined_from_a_fresh_copy_without_credentials(bwrap, home, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-stacks")
+    monkeypatch.setattr(showo2bench, "measure_machine", lambda floor: MACHINE)
+    home.mkdir()
+    (home / "secret").write_text("the store's neighbours")
+    stack, out = tmp_path / "stack", tmp_path / "bench"
+    stack.mkdir()
+    paths = [str(home / "secret"), str(TARGET / "suite" / "cases.json"), str(out)]
+    (stack / "serve.py").write_text(f"PATHS = {paths!r}\nORIGINAL = {str(stack)!r}\n" + FAKE)
+    assert main(["bench", "showo2", "--stack", str(stack), "--rows", "c", "--repeats", "1", "--out", str(out)]) == 0
+    [row] = json.loads((out / "results.json").read_text())["rows"]
+    assert row["error"] == "" and row["latencies"] and (out / "images" / "c.png").is_file(), row
+    assert not list((home / "bench").iterdir()) and not (stack / "out").exists()
+
+
+MACHINE = {"mlx_bundled": {"matmul_gflops": 10.0}, "mlx_openblas": {"matmul_gflops": 10.0},
+           "torch": {"matmul_gflops": 10.0}, "best_gflops": 10.0, "bandwidth_gbs": 10.0}  # fmt: skip
+
+
 @pytest.mark.slow
-def test_bench_runs_reference_seed_and_tuned_side_by_side_and_writes_the_report(home, tmp_path):
+def test_bench_runs_reference_seed_and_tuned_side_by_side_and_writes_the_report(bwrap, home, tmp_path):
     tuned = tuned_copy(tmp_path / "tuned", body_cache="on", head_cache="on", prefill_trim="on", siglip="per_step")
     out = tmp_path / "bench"
     done = atelier("bench", "showo2", "--stack", str(tuned), "--steps", "2", "--repeats", "1", "--out", str(out),
