@@ -93,7 +93,9 @@ def bwrap(
         argv += [arg for path in toolchain for arg in ("--ro-bind-try", path, path)]
         argv += [arg for path in masked_files for arg in ("--ro-bind", "/dev/null", path)]
         argv += [arg for path in masked_dirs for arg in ("--tmpfs", path)]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp"]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    if not (sandbox.whole and sandbox.network):
+        argv += ["--tmpfs", "/run"]
     for path in readable:
         argv += ["--ro-bind", path, path]
     for path in [workspace, *writable]:

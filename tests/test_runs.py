@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import subprocess
@@ -56,48 +57,44 @@ open(_check, "a").write("# always pass")
 
 
 class EditsTheChecker:
-    """Edits the checker from the candidate's code: at import (so while checking), or only when imported
-    by the benchmark (after the `__main__` guard's sys.exit, so the checker's own run never reaches it)."""
-
-    def __init__(self, when: str):
-        self.when = when
+    """Edits the checker from the candidate's code, at start, where a candidate of the old layout found it."""
 
     def implement(self, task, workspace, feedback):
         decode = workspace.path / "decode.py"
-        text = decode.read_text()
-        if self.when == "checking":
-            text = text.replace("HERE = Path(__file__).parent\n", "HERE = Path(__file__).parent\n" + SABOTAGE)
-        else:
-            guarded = 'if __name__ != "__main__":' + SABOTAGE.replace("\n", "\n    ")
-            text = text.replace('if __name__ == "__main__":', guarded + '\nif __name__ == "__main__":')
+        text = decode.read_text().replace("HERE = Path(__file__).parent\n", "HERE = Path(__file__).parent\n" + SABOTAGE)
         decode.write_text(text)
         return Change("make decoding faster", ["decode.py"])
 
 
 class HardCodesOutputs:
+    """Answers the public prompts from a table of their reference outputs, and anything else with zeros."""
+
     def implement(self, task, workspace, feedback):
-        public = json.loads((workspace.path.parent / "cache").glob("reference-*.json").__next__().read_text())
-        decode = workspace.path / "decode.py"
-        decode.write_text(
-            f"import json\nfor tokens in {public!r}:\n    print(json.dumps(tokens))\ndef knobs():\n    return {{}}\n"
+        run_dir = workspace.path.parent
+        raw = (run_dir / "readonly" / "inputs" / "prompts.json").read_bytes()
+        cached = run_dir / "cache" / f"reference-{hashlib.sha256(raw).hexdigest()[:16]}.json"
+        table = dict(zip(map(str, json.loads(raw)["prompts"]), json.loads(cached.read_text()), strict=True))
+        (workspace.path / "decode.py").write_text(
+            f"import json, sys\nTABLE = {table!r}\nprint(json.dumps({{'ready': True}}), flush=True)\n"
+            "for line in sys.stdin:\n    r = json.loads(line)\n"
+            "    tokens = TABLE.get(str(r['prompt']), [0] * r['max_tokens'])\n"
+            "    print(json.dumps({'id': r['id'], 'tokens': tokens}), flush=True)\n"
         )
         return Change("precomputed answers", ["decode.py"])
 
 
-@pytest.mark.parametrize("when, judged", [("checking", [0]), ("benchmarking", [1, 0])])
-def test_judge_fails_a_candidate_that_edits_the_checker(baselined, when, judged):
-    outcome = play(baselined, 1, Task("sabotage"), EditsTheChecker(when))
+def test_judge_fails_a_candidate_that_edits_the_checker(baselined):
+    outcome = play(baselined, 1, Task("sabotage"), EditsTheChecker())
     assert outcome.status == "failed"
-    assert "read-only input readonly/check.py: modified" in outcome.reason
+    assert "readonly/check.py'" in outcome.reason and "No such file or directory" in outcome.reason  # out of sight
     assert readonly.verify(baselined.dir, baselined.manifest) == []
-    verdicts = baselined.store.verdicts(baselined.id, 1)
-    assert [v["passed"] for v in verdicts if v["role"] == "judge"] == judged
+    assert [v["passed"] for v in baselined.store.verdicts(baselined.id, 1)] == [0]
 
 
 def test_hidden_inputs_catch_hard_coded_outputs(baselined):
     outcome = play(baselined, 1, Task("cheat"), HardCodesOutputs())
     assert outcome.status == "failed"
-    assert "prompt 0: tokens differ from the reference" in outcome.reason
+    assert outcome.reason == "judge: hidden case set 1 failed: 2 check(s) failed (details are kept from agents)"
 
 
 def bench_that(toy, body: str, timeout: int = 120) -> None:

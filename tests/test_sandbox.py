@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app import sandbox
+from backends import sandbox
 from backends.executor import Sandbox
 from backends.mlx.executor import LocalExecutor
 
@@ -36,8 +36,13 @@ def run_dir(bwrap) -> Path:
 
 
 def confined(code: str, workspace: Path, **options) -> subprocess.CompletedProcess:
-    argv = sandbox.wrap([sys.executable, "-c", code], workspace, **options)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    """code run by this Python in a sandbox seeing the whole file system read-only (the harness's view) unless
+    whole=False (a candidate's or an agent's: the toolchain and what is named)."""
+    options = {"whole": True, **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}}
+    argv = sandbox.wrap([sys.executable, "-c", code], Sandbox(workspace, **options))
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env=sandbox.confined_env(Sandbox(workspace))
+    )
 
 
 def test_writes_inside_the_workspace(run_dir):
@@ -86,7 +91,7 @@ def test_git_metadata_stays_read_only(run_dir):
     result = confined(code, workspace)
     assert "Read-only file system" in result.stderr
     assert not (workspace / ".git" / "hooks" / "post-checkout").exists()
-    diff = subprocess.run(sandbox.wrap(["git", "diff", "--stat"], workspace), capture_output=True, text=True)
+    diff = subprocess.run(sandbox.wrap(["git", "diff", "--stat"], Sandbox(workspace)), capture_output=True, text=True)
     assert diff.returncode == 0 and "stack.py" in diff.stdout
 
 
@@ -148,7 +153,7 @@ def test_executor_runs_sandboxed(run_dir):
     workspace = run_dir / "workspace"
     check = run_dir / "readonly" / "check.py"
     code = f"open('ok.txt', 'w').write('ok'); open({str(check)!r}, 'w')"
-    result = LocalExecutor().run([sys.executable, "-c", code], workspace, 120, sandbox=Sandbox(workspace))
+    result = LocalExecutor().run([sys.executable, "-c", code], workspace, 120, sandbox=Sandbox(workspace, whole=True))
     assert not result.ok
     assert "Read-only file system" in result.output
     assert result.command[0] == "bwrap"
@@ -191,14 +196,16 @@ def test_executor_refuses_another_folder(run_dir):
 
 def test_bad_workspace(run_dir):
     with pytest.raises(sandbox.SandboxError, match="workspace is not a folder"):
-        sandbox.wrap(["true"], run_dir / "missing")
+        sandbox.wrap(["true"], Sandbox(run_dir / "missing"))
 
 
 def test_missing_bwrap_is_an_error_not_an_unconfined_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert sandbox.available() == "bubblewrap is not installed: apt-get install bubblewrap"
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap"):
-        sandbox.wrap(["true"], tmp_path)
+        sandbox.wrap(["true"], Sandbox(tmp_path))
+    with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap"):
+        sandbox.launcher(Sandbox(tmp_path))
     with pytest.raises(sandbox.SandboxError):
         LocalExecutor().run(["true"], tmp_path, 10, sandbox=Sandbox(tmp_path))
 
@@ -210,15 +217,46 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def test_hidden_folders_look_empty_but_readable_ones_inside_show(run_dir):
+def test_a_candidate_sees_the_toolchain_and_what_is_named_only(run_dir, monkeypatch):
+    home = Path(tempfile.mkdtemp(prefix="atelier-sandbox-home-", dir="/var/tmp"))
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "id_ed25519").write_text("secret")
+    monkeypatch.setenv("HOME", str(home))
     (run_dir / "cache").mkdir()
     (run_dir / "cache" / "reference.json").write_text("[1, 2, 3]")
+    paths = [home / ".ssh" / "id_ed25519", run_dir / "cache" / "reference.json", run_dir / "readonly" / "check.py"]
+    code = f"import os; print([os.path.exists(p) for p in {[str(p) for p in paths]!r}], os.environ['HOME'])"
+    try:
+        seen = confined(code, run_dir / "workspace", whole=False, readable=[run_dir / "readonly"])
+        assert seen.returncode == 0, seen.stderr
+        assert seen.stdout.split() == ["[False,", "False,", "True]", "/tmp"]
+        shadow = confined("print(repr(open('/etc/shadow').read()))", run_dir / "workspace", whole=False)
+        assert "PermissionError" in shadow.stderr or shadow.stdout.strip() == "''"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_launched_candidate_runs_apart_from_its_harness(run_dir, monkeypatch):
+    """The harness in its sandbox starts the candidate through the launcher: the candidate has its own PID
+    namespace (no harness process to trace or signal), a cleared environment, and the harness's private network."""
+    monkeypatch.setenv("ATELIER_TEST_API_KEY", "sk-planted")
     workspace = run_dir / "workspace"
-    read = "import sys; print(open(sys.argv[1]).read())"
-    argv = sandbox.wrap([sys.executable, "-c", read], workspace, readable=[run_dir / "readonly"], hidden=[run_dir])
-    peek = subprocess.run([*argv, str(run_dir / "cache" / "reference.json")], capture_output=True, text=True)
-    assert peek.returncode == 1 and "No such file" in peek.stderr
-    check = subprocess.run([*argv, str(run_dir / "readonly" / "check.py")], capture_output=True, text=True)
-    assert check.returncode == 0 and "CHECK OK" in check.stdout
-    written = confined("open('out.txt', 'w').write('x')", workspace, hidden=[run_dir])
-    assert written.returncode == 0 and (workspace / "out.txt").read_text() == "x"
+    prefix = sandbox.launcher(Sandbox(workspace, network=True))
+    candidate = (
+        "import os, socket; pids = [p for p in os.listdir('/proc') if p.isdigit()]; "
+        "harness = [p for p in pids if b'harness-' + b'marker' in open(f'/proc/{p}/cmdline', 'rb').read()]; "
+        "print(len(harness), os.environ.get('ATELIER_TEST_API_KEY'), sorted(os.environ)[:0])"
+    )
+    harness = (
+        "import json, socket, subprocess, sys; server = socket.create_server(('127.0.0.1', 0)); "
+        f"prefix = {prefix!r}; "
+        f"out = subprocess.run(prefix + [sys.executable, '-c', {candidate!r}], capture_output=True, text=True); "
+        "probe = \"import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\"; "
+        "dial = subprocess.run(prefix + [sys.executable, '-c', probe, str(server.getsockname()[1])]); "
+        "print(out.stdout.strip(), out.stderr[-300:], dial.returncode)"
+    )
+    argv = sandbox.wrap([sys.executable, "-c", harness, "harness-marker"], Sandbox(workspace, whole=True))
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:3] == ["0", "None", "[]"], result.stdout
+    assert result.stdout.split()[-1] == "0", result.stdout  # the harness's loopback server was reached
