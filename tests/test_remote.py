@@ -18,7 +18,7 @@ import pytest
 from app.agents.roles import hardware
 from app.evaluator import profile
 from app.run import Options, create
-from app.sandbox import SandboxError
+from backends.sandbox import SandboxError
 from app.store import Store
 from app.target import check, load
 from backends.cuda_remote import config
