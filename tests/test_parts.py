@@ -8,7 +8,7 @@ import pytest
 
 from app import knobs, readonly, target
 from app.evaluator import noise_band, parse_metrics
-from app.store import Store, StoreError
+from app.store import SCHEMA_VERSION, Store, StoreError
 from app.workspace import Workspace
 from backends.local.executor import TorchExecutor
 from backends.mlx.executor import LocalExecutor
@@ -133,7 +133,7 @@ def test_store_refuses_other_schema_version(tmp_path):
     db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="store schema version 99, this Atelier reads up to 3"):
+    with pytest.raises(StoreError, match=f"store schema version 99, this Atelier reads up to {SCHEMA_VERSION};"):
         Store(tmp_path / "a.db")
 
 
@@ -144,15 +144,18 @@ def test_store_migrates_a_version_1_store(tmp_path):
         "CREATE TABLE rounds (run_id TEXT, n INTEGER, task TEXT, proposal TEXT, status TEXT, start_commit TEXT,"
         " commit_sha TEXT, metric REAL, ratio REAL, reason TEXT, started REAL, ended REAL, PRIMARY KEY (run_id, n));"
         "INSERT INTO rounds VALUES ('r', 1, 'w=f', '{}', 'accepted', 'c0', 'c1', 1.5, 2.0, 'ok', 0, 1);"
+        "CREATE TABLE verdicts (run_id TEXT, round INTEGER, role TEXT, passed INTEGER, reasons TEXT, ts REAL);"
     )
     db.commit()
     db.close()
     store = Store(tmp_path / "a.db")
     [old] = store.rounds("r")
-    assert (old.task, old.ratio, old.gain) == ("w=f", 2.0, None)
-    assert store.db.execute("SELECT value FROM meta").fetchone()[0] == "3"
+    assert (old.task, old.ratio, old.gain, old.tree) == ("w=f", 2.0, None, None)
+    assert store.db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert store.issues("r") == []
     assert store.add_issue("r", "try kv", "keep keys", "orchestrator", 1) == 1
+    store.add_verdict("r", 1, "judge", False, ["hidden case set 1 failed"], ["prompt 0 differs"])
+    assert store.verdicts("r", 1)[0]["detail"] == '["prompt 0 differs"]'
 
 
 def test_store_is_wal(tmp_path):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from app import target
@@ -10,6 +12,12 @@ def write(bundle, old: str, new: str) -> None:
     text = toml.read_text()
     assert old in text
     toml.write_text(text.replace(old, new))
+
+
+def one_repeat(bundle: Path) -> Path:
+    """The bundle benchmarked once per side in a round: for tests whose candidates differ far beyond the noise."""
+    write(bundle, "repeats = 2", "repeats = 1")
+    return bundle
 
 
 def errors(capsys, *args) -> tuple[int, list[str]]:
@@ -36,7 +44,7 @@ def test_toy_validates(toy, capsys):
         ('direction = "lower"', 'direction = "down"', "benchmark.direction must be 'lower' or 'higher'"),
         ('executor = "mlx"', 'executor = "tpu"', "executor 'tpu' is not one of mlx, local, cuda_remote"),
         ("{readonly}/check.py", "{readonly}/chek.py", "'chek.py' is not among readonly.paths"),
-        ("--cache {cache}", "--cache {scratch}", "uses unknown placeholder {scratch}"),
+        ("bench.py --stack {workspace}", "bench.py --stack {scratch}", "uses unknown placeholder {scratch}"),
         ('path = "model"', 'path = "model"\nhub = "a/b"', "needs exactly one of path, hub, package"),
         ('path = "model"', 'path = "model"\ndraft = "small"', "[model.draft] must be a table"),
         ('path = "model"', 'path = "model"\ndraft = {file = "x"}', "unknown key 'model.draft.file'"),
