@@ -1,14 +1,17 @@
 """`atelier bench json`: the JSONSchemaBench loader, the figures, and one real side-by-side run (slow)."""
 
 import json
+import random
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_json_tiny import FAST_KNOBS, seed_copy
+from test_json_tiny import FAST_KNOBS, require_sandbox, seed_copy
 
 from app.bench import report
-from app.bench.jsonbench import import_workload
+from app.bench.jsonbench import Tuned, build_rows, import_workload
+from backends import sandbox
 from conftest import TARGET, atelier
 
 OBJECT = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
@@ -153,3 +156,31 @@ def test_bounded_grammar_decodes_what_xgrammar_dropped_and_stops_loops(workload,
     assert not accepts(LOOSE, short) and accepts(workload.bounded(LOOSE), short)
     assert accepts(LOOSE, long.replace(',"color":1', "")) and not accepts(workload.bounded(LOOSE), long)
     jsonschema.validate(json.loads(short), LOOSE)
+
+
+def test_benchmarks_check_at_least_two_answers_or_a_quarter(workload):
+    sizes = {n: len(workload.checked_sample(list(range(n)), random.Random(n))) for n in (1, 2, 3, 8, 9, 24)}
+    assert sizes == {1: 1, 2: 2, 3: 2, 8: 2, 9: 3, 24: 6}
+
+
+def test_seed_and_tuned_rows_run_confined_from_fresh_copies(tmp_path, monkeypatch):
+    require_sandbox()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-stacks")
+    model, scratch = tmp_path / "model", tmp_path / "scratch"
+    model.mkdir(), scratch.mkdir()
+    tuned = Tuned(seed_copy(tmp_path / "tuned", **FAST_KNOBS), "stack", FAST_KNOBS)
+    rows = {r.key: r for r in build_rows(["a", "d", "e"], TARGET / "seed", tuned, model, tmp_path / "m.gguf", scratch)}
+    assert rows["a"].env == {}
+    for key, source in (("d", TARGET / "seed"), ("e", tuned.folder)):
+        row = rows[key]
+        assert row.cwd.parent == scratch and (row.cwd / "serve.py").read_text() == (source / "serve.py").read_text()
+        assert row.command == [sys.executable, str(row.cwd / "serve.py"), "--model", str(model)]
+        prefix = json.loads(row.env["ATELIER_CONFINE"])
+        assert prefix[0] == "bwrap" and prefix[-1] == "--" and "--clearenv" in prefix
+        assert ["--bind", str(row.cwd), str(row.cwd)] == prefix[prefix.index(str(row.cwd)) - 1 :][:3]
+        assert str(model) in prefix and str(source) not in prefix and str(TARGET) not in prefix
+        assert "OPENAI_API_KEY" not in row.env and "sk-not-for-stacks" not in json.dumps(prefix)
+    monkeypatch.setattr(sandbox, "available", lambda: "bubblewrap is not installed: apt-get install bubblewrap")
+    assert [r.key for r in build_rows(["a", "b"], TARGET / "seed", None, model, tmp_path / "m.gguf", scratch)]
+    with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap"):
+        build_rows(["a", "d"], TARGET / "seed", None, model, tmp_path / "m.gguf", tmp_path)

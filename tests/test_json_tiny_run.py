@@ -1,5 +1,6 @@
-"""The whole loop on the real SmolLM2 weights: baseline, one tuner round, show, export, checker on the export,
-and the export's run.sh serving the OpenAI client."""
+"""The whole loop on the real SmolLM2 weights (one public and one hidden case): baseline, one tuner round whose
+benchmark checks the answers it timed, show, export, checker on the export, and the export's run.sh serving the
+OpenAI client."""
 
 import json
 import os
@@ -22,6 +23,14 @@ TICKET = {
 }
 
 
+def one_case_each(bundle) -> None:
+    """One public and one hidden case: the loop's plumbing on real weights, not the whole workload."""
+    for folder, keep in (("suite", "review.json"), ("hidden", "order.json")):
+        for path in (bundle / folder).iterdir():
+            if path.name != keep:
+                path.unlink()
+
+
 def only_blas_left(knobs_file) -> None:
     """Dense weights from the start and every knob but `blas` pinned, so round 1 is blas=openblas."""
     doc = tomlkit.parse(knobs_file.read_text())
@@ -37,9 +46,11 @@ def only_blas_left(knobs_file) -> None:
 def test_json_tiny_run_accepts_openblas_and_exports(tmp_path, home):
     bundle = tmp_path / "json-tiny"
     shutil.copytree(ROOT / "targets" / "json-tiny", bundle, ignore=shutil.ignore_patterns("__pycache__"))
+    one_case_each(bundle)
     only_blas_left(bundle / "seed" / "atelier.knobs.toml")
-    result = atelier("run", str(bundle), "--max-rounds", "1", home=home, timeout=1500, check=True)
+    result = atelier("run", str(bundle), "--max-rounds", "1", "--verbose", home=home, timeout=1500, check=True)
     assert "round   1  accepted" in result.stdout, result.stdout
+    assert "| CHECK PASS 1 schemas" in result.stdout and "| METRIC checked_outputs 1" in result.stdout
 
     [run] = rows(home, "SELECT * FROM runs")
     [round1] = rows(home, "SELECT * FROM rounds")
@@ -54,7 +65,7 @@ def test_json_tiny_run_accepts_openblas_and_exports(tmp_path, home):
     model = next((home / "models").iterdir())
     checked = subprocess.run(
         [sys.executable, f"{run['dir']}/readonly/check.py", "--stack", str(dest), "--model", str(model),
-         "--inputs", f"{run['dir']}/readonly/suite", "--cache", str(tmp_path / "cache")],
+         "--inputs", f"{run['dir']}/readonly/suite", "--cache", f"{run['dir']}/cache"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -100,12 +100,13 @@ def _declare_required(node: dict) -> None:
 
 
 def load_cases(folder: Path, model: Path | None = None) -> list[Case]:
-    """The cases in folder; given a model folder, prompts are rendered anew with that model's chat template."""
+    """The cases in folder; given a model folder, prompts of cases with messages are rendered anew with that
+    model's chat template."""
     files = sorted(Path(folder).glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no *.json cases in {folder}")
     cases = [read_case(path) for path in files]
-    if model is not None:
+    if model is not None and any(case.messages for case in cases):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model))
