@@ -16,7 +16,7 @@ from app.progress import Progress
 from app.readonly import TamperError
 from app.run import ActiveRun, Options, create, hardware_facts, reopen
 from app.store import Store, StoreError
-from app.views import images_text, rounds_table, runs_table
+from app.views import images_text, rounds_table, runs_table, verdicts_text
 from backends.executor import ConfigError, ExecutorError
 from backends.sandbox import SandboxError
 
@@ -63,7 +63,9 @@ def parser() -> argparse.ArgumentParser:
     _command(sub, "runs", cmd_runs, "list runs")
     show = _command(sub, "show", cmd_show, "a run's rounds, with metric and ratio to baseline")
     show.add_argument("run")
-    show.add_argument("--round", type=int, dest="round_n", help="list this round's images (default: the best round's)")
+    show.add_argument(
+        "--round", type=int, dest="round_n", help="this round's verdicts in full and its images (default: the best's)"
+    )
     exp = _command(sub, "export", cmd_export, "write a run's best accepted stack as a standalone folder")
     exp.add_argument("run")
     exp.add_argument("--to", required=True, type=Path, dest="dest")
@@ -192,6 +194,9 @@ def cmd_show(args) -> int:
         print("hardware: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     print()
     print(rounds_table(run, store.rounds(run.id)))
+    if args.round_n is not None:
+        for r in (r for r in store.rounds(run.id) if r.n == args.round_n):
+            print("\n" + verdicts_text(r, store.verdicts(run.id, r.n)))
     profiles = sorted((run.path / "profiles").glob("round-*/*.txt"))
     if profiles:
         print("\nprofiles (the Evaluator's, outside the measured numbers):")

@@ -1,5 +1,7 @@
 """Plain-text tables for the CLI."""
 
+import json
+import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -43,6 +45,16 @@ def rounds_table(run: Run, rounds: list[Round]) -> str:
     summary = f"baseline {_num(run.baseline)} · best {_num(run.best)} · ratio {_ratio(run.best_ratio)}"
     summary += f" · noise band ±{run.noise:.1%}" if run.noise else ""
     return _table(rows) + f"\n\n{run.metric} ({run.direction} is better): {summary}"
+
+
+def verdicts_text(r: Round, verdicts: Sequence[sqlite3.Row]) -> str:
+    """A round's verdicts in full, what the hidden checks found included (agents only ever saw one line of it)."""
+    lines = [f"round {r.n}: {r.status}" + (f", snapshot {r.tree}" if r.tree else "")]
+    for v in verdicts:
+        lines.append(f"  {v['role']}: {'pass' if v['passed'] else 'fail'}")
+        lines += [f"    {reason}" for reason in json.loads(v["reasons"] or "[]")]
+        lines += [f"    (kept from agents) {line}" for line in json.loads(v["detail"] or "[]")]
+    return "\n".join(lines)
 
 
 def images_text(run: Run, rounds: list[Round], n: int | None = None) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from app import readonly
 from app.agents.team import Team
+from app.cli import main
 from app.inner import play
 from app.loop import establish_baseline, finish, next_round
 from app.roles import Task
@@ -342,7 +343,7 @@ def test_nothing_outside_the_allow_list_is_within_reach(world):
     assert seen.count("No such file or directory") >= 6 and "reference-" not in seen
 
 
-def test_hidden_checks_reach_agents_as_one_line_and_the_user_in_full(world):
+def test_hidden_checks_reach_agents_as_one_line_and_the_user_in_full(world, capsys):
     run = world.run
     raw = (run.dir / "readonly" / "inputs" / "prompts.json").read_bytes()
     reference = run.dir / "cache" / f"reference-{hashlib.sha256(raw).hexdigest()[:16]}.json"
@@ -360,6 +361,9 @@ def test_hidden_checks_reach_agents_as_one_line_and_the_user_in_full(world):
         "hidden set 1 (hidden): prompt 1: tokens differ from the reference",
     ]
     assert json.loads(verdict["reasons"]) == [outcome.reason.removeprefix("judge: ")]
+    capsys.readouterr()
+    assert main(["show", run.id, "--round", str(n)]) == 0
+    assert "(kept from agents) hidden set 1 (hidden): prompt 1: tokens differ" in capsys.readouterr().out
 
 
 def test_no_planted_secret_is_written_anywhere(world):
