@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -8,13 +9,17 @@ import pytest
 
 from app import readonly
 from app.inner import play
+from app.loop import establish_baseline
 from app.roles import Change, Task
-from conftest import atelier, rows
-from test_target import write
+from app.run import Options, create
+from app.store import Store
+from app.target import load
+from conftest import TOY, atelier, rows
+from test_target import one_repeat, write
 
 
 def test_tuner_run_finds_a_real_gain_and_exports_it(toy, home, tmp_path):
-    result = atelier("run", str(toy), "--max-rounds", "3", home=home, check=True)
+    result = atelier("run", str(one_repeat(toy)), "--max-rounds", "1", home=home, check=True)
     assert "no LLM endpoint configured: using the offline tuner" in result.stdout
     [run] = rows(home, "SELECT * FROM runs")
     assert run["status"] == "done" and run["baseline"] > 0
@@ -83,6 +88,26 @@ class HardCodesOutputs:
         return Change("precomputed answers", ["decode.py"])
 
 
+@pytest.fixture(scope="module")
+def one_baseline(tmp_path_factory, toy_model):
+    """One toy run with its baseline measured, shared by the tests that play a failing round on it."""
+    bundle = tmp_path_factory.mktemp("judged") / "toy"
+    shutil.copytree(TOY, bundle, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(toy_model, bundle / "model")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATELIER_HOME", str(bundle.parent / "home"))
+        mp.setenv("ATELIER_CONFIG", os.devnull)
+        run = create(load(str(bundle)), Options(baseline_repeats=2), Store())
+        establish_baseline(run)
+        yield run
+
+
+@pytest.fixture
+def baselined(one_baseline):
+    one_baseline.workspace.reset(one_baseline.record.best_commit)
+    return one_baseline
+
+
 def test_judge_fails_a_candidate_that_edits_the_checker(baselined):
     outcome = play(baselined, 1, Task("sabotage"), EditsTheChecker())
     assert outcome.status == "failed"
@@ -92,13 +117,15 @@ def test_judge_fails_a_candidate_that_edits_the_checker(baselined):
 
 
 def test_hidden_inputs_catch_hard_coded_outputs(baselined):
-    outcome = play(baselined, 1, Task("cheat"), HardCodesOutputs())
+    outcome = play(baselined, 2, Task("cheat"), HardCodesOutputs())
     assert outcome.status == "failed"
     assert outcome.reason == "judge: hidden case set 1 failed: 2 check(s) failed (details are kept from agents)"
 
 
 def bench_that(toy, body: str, timeout: int = 120) -> None:
+    """The benchmark's body replaced, and a checker that passes at once: the run stops at the baseline's benchmark."""
     (toy / "bench.py").write_text(body)
+    (toy / "check.py").write_text("print('CHECK PASS')\n")
     write(toy, "repeats = 2\ntimeout = 120", f"repeats = 2\ntimeout = {timeout}")
 
 
