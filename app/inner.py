@@ -51,7 +51,7 @@ def _attempt(
         verdict = judge(run, n, snapshot.path)
     run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons, verdict.detail)
     if verdict.passed and reviewer:
-        verdict = _review(run, n, reviewer, change)
+        verdict = _review(run, n, reviewer, change, snapshot.tree)
         run.store.add_verdict(run.id, n, "judge", verdict.passed, verdict.reasons)
     if not verdict.passed:
         return _failed(run, n, attempts, Attempt(change, verdict, "judge: " + "; ".join(verdict.reasons)), snapshot)
@@ -73,7 +73,7 @@ def _attempt(
         run.say(n, "judge", "FAIL " + "; ".join(tampered))
         return Outcome("failed", "judge: " + "; ".join(tampered), change, tree=snapshot.tree)
     if advisor:
-        measurement.hints += _advise(run, n, advisor, measurement)
+        measurement.hints += _advise(run, n, advisor, measurement, snapshot.tree)
     run.store.add_verdict(run.id, n, "evaluator", measurement.accepted, [measurement.summary, *measurement.hints])
     status = "accepted" if measurement.accepted else "rejected"
     return Outcome(status, measurement.summary, change, measurement, tree=snapshot.tree)
@@ -87,20 +87,20 @@ def _failed(run: ActiveRun, n: int, attempts: list[Attempt], attempt: Attempt, s
     return None
 
 
-def _review(run: ActiveRun, n: int, reviewer: Reviewer, change: Change) -> Verdict:
+def _review(run: ActiveRun, n: int, reviewer: Reviewer, change: Change, tree: str) -> Verdict:
     run.progress.role(n, "judge", "LLM review of the diff")
     try:
         with timed(run, n, "judge"):
-            return reviewer.review(run, n, change, run.workspace.diff())
+            return reviewer.review(run, n, change, run.workspace.diff(tree))
     except RoleError as e:
         return Verdict(False, [f"LLM review failed: {e}"])
 
 
-def _advise(run: ActiveRun, n: int, advisor: Advisor, measurement: Measurement) -> list[str]:
+def _advise(run: ActiveRun, n: int, advisor: Advisor, measurement: Measurement, tree: str) -> list[str]:
     run.progress.role(n, "evaluator", "LLM reading of the measurement")
     try:
         with timed(run, n, "evaluator"):
-            advice = advisor.advise(run, n, measurement, run.workspace.diff())
+            advice = advisor.advise(run, n, measurement, run.workspace.diff(tree))
     except RoleError as e:
         advice = [f"LLM evaluator failed: {e}"]
     run.say(n, "evaluate", "; ".join(advice))

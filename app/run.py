@@ -211,6 +211,7 @@ def reopen(run_id: str, store: Store) -> ActiveRun:
     options = Options(**json.loads(record.options))
     lock = record.path / "workspace" / ".git" / "index.lock"
     lock.unlink(missing_ok=True)
+    shutil.rmtree(record.path / "calls", ignore_errors=True)  # copies a killed process left behind
     workspace = Workspace(record.path / "workspace", record.branch)
     assert record.best_commit is not None
     workspace.reset(record.best_commit)

@@ -111,9 +111,9 @@ class Workspace:
     def changed(self) -> bool:
         return self.stage() != self.tree_of(self.head)
 
-    def diff(self) -> str:
-        self.stage()
-        return self.repo.git.diff("--cached", "HEAD")
+    def diff(self, tree: str | None = None) -> str:
+        """From HEAD to tree (default: the files as they are now)."""
+        return self.repo.git.diff(self.head, tree or self.stage())
 
     def commit_tree(self, tree: str, message: str, parents: list[str] | None = None) -> str:
         """A commit of tree (default parent: HEAD) at the tip of the run's branch, the files as it says."""
