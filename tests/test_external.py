@@ -13,6 +13,7 @@ from app.roles import RoleError
 from conftest import atelier, rows
 from scripted_llm import ScriptedLLM
 from test_agents import FAST_PATH, KEY_ENV, PASS, SLOW_PATH, configure, evaluator_reading
+from test_target import one_repeat
 
 SUBMIT = {"summary": "keep the cache for multi-token decodes", "files_changed": ["decode.py"], "claims": ["same"]}
 FINAL = "Done: decode.py keeps keys and values.\n```json\n" + json.dumps(SUBMIT) + "\n```\n"
@@ -62,7 +63,7 @@ def test_an_external_agent_implements_a_real_gain(harness, toy, home, tmp_path, 
         )
         server.add("judge", PASS)
         server.add("evaluator", evaluator_reading())
-        atelier("run", str(toy), "--policy", "ralph", "--max-rounds", "1", home=home, check=True)
+        atelier("run", str(one_repeat(toy)), "--policy", "ralph", "--max-rounds", "1", home=home, check=True)
     finally:
         server.close()
     [run] = rows(home, "SELECT * FROM runs")

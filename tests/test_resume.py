@@ -7,12 +7,13 @@ import time
 import git
 
 from conftest import ROOT, atelier, rows, wait_for
+from test_target import one_repeat
 
 
 def test_sigkill_mid_round_then_resume_loses_nothing(toy, home):
     env = {**os.environ, "ATELIER_HOME": str(home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", str(toy), "--max-rounds", "3"],
+        [sys.executable, "-m", "app", "run", str(one_repeat(toy)), "--max-rounds", "2"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for(home, "SELECT * FROM rounds WHERE n=2 AND status='running'")

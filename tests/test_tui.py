@@ -1,6 +1,7 @@
 """The TUI driven with Pilot against real offline-tuner runs on the toy target, and against a fixed store."""
 
 import asyncio
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -23,15 +24,24 @@ from app.tui.runs import RunsScreen
 from app.tui.tables import sync
 from conftest import atelier
 from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
+from test_target import one_repeat
 
 SIZE = (140, 40)
 
 
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory, toy_bundle) -> tuple[Path, str]:
-    """One real two-round run, made once for the whole session."""
+@pytest.fixture(scope="module")
+def quick_bundle(tmp_path_factory, toy_bundle) -> Path:
+    """The toy bundle benchmarked once per side in a round, for the module's real runs."""
+    bundle = tmp_path_factory.mktemp("tui-toy") / "toy"
+    shutil.copytree(toy_bundle, bundle)
+    return one_repeat(bundle)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, quick_bundle) -> tuple[Path, str]:
+    """One real two-round run, made once for the module."""
     home = tmp_path_factory.mktemp("tui-home")
-    atelier("run", str(toy_bundle), "--max-rounds", "2", home=home, check=True)
+    atelier("run", str(quick_bundle), "--max-rounds", "2", home=home, check=True)
     [run] = Store(home / "atelier.db").runs()
     return home, run.id
 
@@ -129,7 +139,7 @@ def test_steer_export_and_revert_a_real_run(finished, monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_launch_watch_pause_resume_stop_and_resume_a_live_run(toy_bundle, tmp_path, monkeypatch):
+def test_launch_watch_pause_resume_stop_and_resume_a_live_run(quick_bundle, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("ATELIER_HOME", str(home))
     seen: list[int] = []
@@ -157,7 +167,7 @@ def test_launch_watch_pause_resume_stop_and_resume_a_live_run(toy_bundle, tmp_pa
         await pilot.press("n")
         form = app.screen
         assert isinstance(form, LaunchScreen)
-        form.query_one("#target").value = str(toy_bundle)
+        form.query_one("#target").value = str(quick_bundle)
         await until(pilot, lambda: form.valid, what="the target validated")
         form.query_one("#max_rounds").value = "2"
         await pilot.press("ctrl+s")
@@ -323,7 +333,7 @@ def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
     llm.add("implementer", *faster_implementer())
     llm.add("judge", PASS)
     llm.add("evaluator", evaluator_reading())
-    atelier("run", str(toy), "--max-rounds", "1", home=home, check=True)
+    atelier("run", str(one_repeat(toy)), "--max-rounds", "1", home=home, check=True)
     [run] = Store(home / "atelier.db").runs()
 
     async def script(pilot):
