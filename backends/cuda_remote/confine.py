@@ -9,6 +9,7 @@ from backends.executor import Sandbox
 from backends.sandbox import CONFINED_ENV, KEEP, KEEP_PREFIXES, SandboxError, bwrap
 
 PROBE = "bwrap --ro-bind / / --dev /dev --proc /proc --unshare-net -- true"
+PREFIXES = "import os, sys; print(os.path.realpath(sys.prefix)); print(os.path.realpath(sys.base_prefix))"
 MASKED_FILES = ("/etc/shadow", "/etc/gshadow")
 MASKED_DIRS = ("/etc/ssh",)
 LAUNCH = (
@@ -32,17 +33,19 @@ def usable(ssh: Ssh) -> str | None:
     )
 
 
-def wrap(python: str, command: list[str], sandbox: Sandbox, passed: Sequence[str]) -> list[str]:
-    """The remote argv running command confined; sandbox holds remote paths, passed the variables let through."""
+def wrap(
+    python: str, command: list[str], sandbox: Sandbox, passed: Sequence[str], interpreter: Sequence[str] = ()
+) -> list[str]:
+    """The remote argv running command confined; sandbox holds remote paths, passed the variables let through,
+    interpreter the remote Python's own folders."""
     if not command:
         raise SandboxError("no command to sandbox")
-    return prefix(python, sandbox, passed) + command
+    return prefix(python, sandbox, passed, interpreter) + command
 
 
-def prefix(python: str, sandbox: Sandbox, passed: Sequence[str] = ()) -> list[str]:
+def prefix(python: str, sandbox: Sandbox, passed: Sequence[str] = (), interpreter: Sequence[str] = ()) -> list[str]:
     """The remote argv prefix up to the command: the environment filter, then bubblewrap."""
-    environment = [str(Path(python).parent.parent)] if Path(python).is_absolute() else []
-    readable = [str(p) for p in (*sandbox.readable, *environment)]
+    readable = [str(p) for p in (*sandbox.readable, *interpreter)]
     writable = [str(p) for p in sandbox.writable]
     argv = bwrap(str(sandbox.workspace), writable, readable, sandbox, (), masked_files=MASKED_FILES,
                  masked_dirs=MASKED_DIRS)  # fmt: skip

@@ -38,6 +38,7 @@ class RemoteExecutor:
         self.unconfinable: str | None = None
         self.sent: list[str] = []
         self.nsys: bool | None = None
+        self.prefixes: list[str] | None = None
         self._root = ""
 
     @property
@@ -162,11 +163,18 @@ class RemoteExecutor:
     def _confine(self, command: list[str], cwd: Path, sandbox: Sandbox, env: dict[str, str]) -> list[str]:
         confine.check_cwd(cwd, self.where(sandbox.workspace))
         self._usable()
-        return confine.wrap(self.python, command, self._there(sandbox), sorted(env))
+        return confine.wrap(self.python, command, self._there(sandbox), sorted(env), self._interpreter())
 
     def launcher(self, sandbox: Sandbox) -> list[str]:
         self._usable()
-        return confine.prefix(self.python, self._there(sandbox))
+        return confine.prefix(self.python, self._there(sandbox), (), self._interpreter())
+
+    def _interpreter(self) -> list[str]:
+        """The remote Python's environment and installation, which a confined command must see to run it."""
+        if self.prefixes is None:
+            out = self.ssh.run(f"{q(self.python)} -c {q(confine.PREFIXES)}")
+            self.prefixes = sorted(set(out.stdout.decode().splitlines())) if out.returncode == 0 else []
+        return self.prefixes
 
     def _there(self, sandbox: Sandbox) -> Sandbox:
         there = self.where
