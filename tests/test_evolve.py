@@ -1,5 +1,6 @@
 import subprocess
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import git
@@ -21,6 +22,7 @@ from test_agents import (
     faster_implementer,
     submit_change,
 )
+from test_target import one_repeat
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def test_evolve_run_grows_a_population_and_resumes_deterministically(toy, llm, h
     llm.add("implementer", *faster_implementer(), *kv_with_a_pause(), submit_change("nothing more", []))
     llm.add("judge", PASS, PASS)
     llm.add("evaluator", evaluator_reading(), evaluator_reading())
-    atelier("run", str(toy), "--policy", "evolve", "--max-rounds", "2", home=home, check=True)
+    atelier("run", str(one_repeat(toy)), "--policy", "evolve", "--max-rounds", "2", home=home, check=True)
     [run] = rows(home, "SELECT * FROM runs")
     first, second = rows(home, "SELECT * FROM rounds ORDER BY n")
     workspace = Path(run["dir"]) / "workspace"
@@ -109,6 +111,7 @@ def test_a_child_that_beats_its_parent_but_not_the_best_joins_the_population_onl
     llm.add("evaluator", evaluator_reading(), evaluator_reading())
     run = baselined
     run.options = Options(max_rounds=2, plateau=20)
+    run.target = replace(run.target, benchmark=replace(run.target.benchmark, repeats=1))
     seed = run.workspace.head
     assert synthesize(run, evolve.Policy()) == "max rounds: 2 rounds played"
     first, second = run.store.rounds(run.id)
@@ -122,5 +125,6 @@ def test_a_child_that_beats_its_parent_but_not_the_best_joins_the_population_onl
     assert repo.commit(second.commit_sha).parents[0].hexsha == seed
     assert SLOW_PATH in shown(run.workspace.path, second.commit_sha, "decode.py")
     assert [m.round for m in evolve.population(run)] == [0, 1, 2]
-    assert sorted(p.name for p in (run.dir / "incumbent").iterdir()) == [seed[:12]]
+    trees = {run.workspace.tree_of(seed), first.tree, second.tree}
+    assert {p.name for p in (run.dir / "snapshots").iterdir()} == trees
     assert "## Round 2\n\n- child of the seed: accepted (kv cache from the knobs" in (run.dir / "memory.md").read_text()

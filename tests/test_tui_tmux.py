@@ -16,6 +16,7 @@ import pytest
 from app.run import alive
 from app.store import Store
 from conftest import ROOT
+from test_target import one_repeat
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux")]
 
@@ -51,6 +52,7 @@ class Pane:
 
 
 def test_launch_watch_pause_resume_export_through_tmux(toy_bundle, tmp_path):
+    bundle = one_repeat(Path(shutil.copytree(toy_bundle, tmp_path / "toy")))
     home = tmp_path / "home"
     installed = Path(sys.executable).parent / "atelier"
     pane = Pane(tmp_path / "tmux.sock")
@@ -60,7 +62,7 @@ def test_launch_watch_pause_resume_export_through_tmux(toy_bundle, tmp_path):
         pane.wait("No runs yet|no store at", timeout=30)
         pane.keys("n")
         pane.wait("Target: a bundled name")
-        pane.keys(str(toy_bundle), literal=True)
+        pane.keys(str(bundle), literal=True)
         pane.wait(r"✓ toy: ")
         pane.keys("C-s")
         pane.wait(r"toy on mlx  ·  policy tuner  ·  running", timeout=180)
