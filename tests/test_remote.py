@@ -17,14 +17,15 @@ import pytest
 
 from app.agents.roles import hardware
 from app.evaluator import profile
+from app.judge import judge
 from app.run import Options, create
-from backends.sandbox import SandboxError
 from app.store import Store
 from app.target import check, load
 from backends.cuda_remote import config
 from backends.cuda_remote.executor import RemoteExecutor, described
 from backends.cuda_remote.ssh import HostDown, HostKeyError, Ssh
 from backends.executor import ConfigError, Sandbox
+from backends.sandbox import SandboxError
 from conftest import ROOT, atelier, rows, wait_for
 from sshd import configure, require, serve
 
@@ -410,7 +411,9 @@ def test_remote_check_reports_what_it_finds(server, tmp_path, monkeypatch, home)
 def test_the_evaluator_profiles_a_confined_candidate_over_ssh(remote, toy, home):
     run = create(replace(load(str(toy)), executor="cuda_remote:box"), Options(policy="ralph"), Store())
     try:
-        found, saved = profile(run, 1, run.workspace.path)
+        seed = run.snapshot(run.workspace.head).path
+        assert judge(run, None, seed).passed  # the benchmark checks its sample against the checker's reference
+        found, saved = profile(run, 1, seed)
     finally:
         run.executor.close()
     tool = "cProfile (torch.profiler saw no torch operator)"  # the toy stack is MLX
@@ -418,7 +421,7 @@ def test_the_evaluator_profiles_a_confined_candidate_over_ssh(remote, toy, home)
     there = remote.where(run.dir / "profiles" / "round-1" / "candidate" / "torch.txt")
     text = saved.read_text()
     assert text.startswith(f"# {tool}, candidate of round 1\nfull report (cuda_remote:box): {there}\n")
-    assert "Ordered by: internal time" in text and "decode.py" in there.read_text()
+    assert "Ordered by: internal time" in text and "bench.py" in there.read_text()
 
 
 def test_remote_check_reports_the_gpu_and_nsys(gpu_box, tmp_path, monkeypatch, home):
