@@ -121,7 +121,7 @@ def candidate_answers(stack: Path, model: Path, cases: list, max_tokens: int) ->
                     "return_token_ids": True}  # fmt: skip
             try:
                 answers[case["name"]] = streamed(port, body) if i % 2 else plain(port, body)
-            except (StackError, OSError, ValueError, KeyError, IndexError) as error:
+            except Exception as error:  # noqa: BLE001 - whatever the answer broke, the case fails
                 failures.append(f"{case['name']}: {type(error).__name__}: {error}")
 
         threads = [threading.Thread(target=ask, args=(i, case)) for i, case in enumerate(cases)]
