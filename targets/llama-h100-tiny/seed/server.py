@@ -186,6 +186,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # a burst of open-loop arrivals waits to be accepted instead of being reset
+
+
 def usage(job: dict, completion: int) -> dict:
     prompt = len(job["prompt"])
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -202,8 +207,7 @@ def main() -> None:
     knobs = Knobs.read()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     Handler.service = Service(Engine(args.model, knobs), tokenizer, args.model.name)
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
+    server = Server((args.host, args.port), Handler)
     print(json.dumps({"ready": True, "port": server.server_address[1], "knobs": vars(knobs)}), flush=True)
     server.serve_forever()
 
