@@ -131,6 +131,7 @@ class ActiveRun:
             yield copy
         finally:
             shutil.rmtree(copy, ignore_errors=True)
+            self.executor.discard(copy)
 
     def prepare(self, stack: Path) -> Path:
         """The stack, cache, read-only inputs and models where commands run; the stack's path there."""

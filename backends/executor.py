@@ -83,6 +83,10 @@ class Executor(Protocol):
 
     def fetch(self, path: Path, dest: Path) -> Path: ...
 
+    def discard(self, path: Path) -> None:
+        """Remove a folder synced earlier from where commands run (a call's copy of a stack)."""
+        ...
+
     def launcher(self, sandbox: Sandbox) -> list[str]:
         """The argv prefix that starts a candidate confined by sandbox where commands run (local paths mapped)."""
         ...

@@ -446,7 +446,7 @@ def test_toy_run_over_ssh(server, toy, tmp_path, monkeypatch, home):
     verdicts = rows(home, "SELECT role, passed FROM verdicts")
     assert ("judge", 1) in [tuple(v) for v in verdicts] and "evaluator" in [v["role"] for v in verdicts]
     there = tmp_path / "remote" / "runs" / run["id"]
-    assert (there / "workspace" / "decode.py").exists()
+    assert (there / "calls").is_dir() and not list((there / "calls").iterdir())  # each call's copy, removed after
     assert (there / "readonly" / "check.py").stat().st_mode & 0o222 == 0
     assert list((there / "cache").glob("reference-*.json"))
     assert list((Path(run["dir"]) / "cache").glob("reference-*.json"))

@@ -165,6 +165,9 @@ class RemoteExecutor:
         self._usable()
         return confine.wrap(self.python, command, self._there(sandbox), sorted(env), self._interpreter())
 
+    def discard(self, path: Path) -> None:
+        self.ssh.run(f"rm -rf {q(str(self.where(path)))}")
+
     def launcher(self, sandbox: Sandbox) -> list[str]:
         self._usable()
         return confine.prefix(self.python, self._there(sandbox), (), self._interpreter())

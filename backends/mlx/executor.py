@@ -44,6 +44,9 @@ class LocalExecutor:
             shutil.copy2(path, dest)
         return dest
 
+    def discard(self, path: Path) -> None:
+        pass
+
     def launcher(self, sandbox: Sandbox) -> list[str]:
         return confine.launcher(sandbox)
 
