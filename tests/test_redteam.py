@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,7 +69,9 @@ def world(toy_model, tmp_path_factory):
         mp.setenv("ATELIER_CONFIG", str(config))
         mp.setenv(KEY_ENV, key)
         mp.setenv("HF_TOKEN", HF_TOKEN)
-        run = create(load(str(bundle)), Options(policy="ralph", baseline_repeats=2), Store())
+        toy = load(str(bundle))
+        once = replace(toy, benchmark=replace(toy.benchmark, repeats=1))  # one call a side shows each attack
+        run = create(once, Options(policy="ralph", baseline_repeats=2), Store())
         establish_baseline(run)
         yield SimpleNamespace(run=run, llm=llm, key=key, home=home, root=root, control=control)
     llm.close()
@@ -268,7 +271,8 @@ for _fd in Path("/proc").glob("*/fd/[12]"):
 
 
 def test_a_candidate_cannot_print_its_own_metric(world):
-    outcome = attack(world, prologue(SPOOF))
+    slower = answers("        __import__('time').sleep(0.1)\n" + ANSWER)  # really slower, claiming to be instant
+    outcome = attack(world, prologue(SPOOF), slower)
     run = world.run
     n = run.store.rounds(run.id)[-1].n
     measured = [m["value"] for m in run.store.metrics(run.id, n) if m["name"] == "decode_s"]
