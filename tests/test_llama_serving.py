@@ -82,6 +82,8 @@ def tiny_cache(tiny_model, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("tiny-cache")
     cases = json.loads((TINY / "suite" / "prompts.json").read_text())
     bundle_module("check").reference_outputs(tiny_model, cases, 32, cache)
+    for name in [n for n in sys.modules if n.partition(".")[0] == "reference"]:
+        del sys.modules[name]  # the bundle's reference package has no __init__.py: conftest cannot forget it
     return cache
 
 

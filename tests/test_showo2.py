@@ -109,6 +109,8 @@ def test_a_failing_model_recipe_is_one_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def torch_reference(showo2_model):
     """The reference sampler in this process, for the images the checker never sees (one model load for all)."""
+    for name in [n for n in sys.modules if n.partition(".")[0] == "reference"]:
+        del sys.modules[name]  # another bundle's reference package (a namespace package: no file to forget it by)
     sys.path.insert(0, str(TARGET))
     try:
         from reference.generate import Reference
