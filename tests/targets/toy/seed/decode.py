@@ -5,8 +5,7 @@ import tomllib
 from pathlib import Path
 
 import mlx.core as mx
-from mlx_lm.models.cache import make_prompt_cache
-from mlx_lm.utils import load_model
+from llama import load
 
 HERE = Path(__file__).parent
 
@@ -19,7 +18,7 @@ def knobs() -> dict:
 def decode(model, prompt: list[int], max_tokens: int, settings: dict) -> list[int]:
     forward = mx.compile(model) if settings["compile"] else model
     if settings["cache"] == "kv":
-        cache = make_prompt_cache(model)
+        cache = model.make_cache()
         logits = forward(mx.array([prompt]), cache=cache)
         out = []
         for _ in range(max_tokens):
@@ -38,7 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     args = p.parse_args()
-    model, _ = load_model(Path(args.model))
+    model = load(Path(args.model))
     settings = knobs()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
