@@ -153,8 +153,17 @@ class Store:
         with self.transaction():
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[step]:
-                    self.db.execute(statement)
+                    if not self._has(statement):
+                        self.db.execute(statement)
             self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    def _has(self, statement: str) -> bool:
+        """Whether an ALTER TABLE … ADD COLUMN is already done (a table the schema script just made has it)."""
+        words = statement.split()
+        if words[:2] != ["ALTER", "TABLE"] or "COLUMN" not in words:
+            return False
+        columns = [row["name"] for row in self.db.execute(f"PRAGMA table_info({words[2]})")]
+        return words[words.index("COLUMN") + 1] in columns
 
     @contextmanager
     def transaction(self):
