@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import tomlkit
+from test_json_tiny_run import once_per_side
 
 from app import knobs
 from app.target import check
@@ -260,6 +261,7 @@ def test_twin_run_with_the_tuner_accepts_predicted_outputs(tmp_path, home):
     bundle = tmp_path / "predicted-outputs-mlx"
     shutil.copytree(TWIN, bundle, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
     short_suite(bundle)
+    once_per_side(bundle / "target.toml")
     only_predicted_left(bundle / "seed" / "atelier.knobs.toml")
     result = atelier("run", str(bundle), "--max-rounds", "1", "--verbose", home=home, timeout=3000)
     assert result.returncode == 0 and "round   1  accepted" in result.stdout, result.stdout + result.stderr
