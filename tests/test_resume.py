@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import git
 
@@ -16,8 +15,7 @@ def test_sigkill_mid_round_then_resume_loses_nothing(toy, home):
         [sys.executable, "-m", "app", "run", str(one_repeat(toy)), "--max-rounds", "2"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_for(home, "SELECT * FROM rounds WHERE n=2 AND status='running'")
-    time.sleep(1.5)
+    wait_for(home, "SELECT * FROM events WHERE round=2 AND kind='implement'")  # the candidate is being judged
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
