@@ -13,6 +13,7 @@ from app.loop import establish_baseline
 from app.run import Options, create
 from app.store import Store
 from app.target import load
+from backends import sandbox
 from backends.mlx.gguf import convert
 from sshd import require, serve
 
@@ -36,6 +37,16 @@ def forget_bundle_modules() -> None:
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(bundles):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> None:
+    """bubblewrap confines commands here: required under CI, else the test is skipped with the reason."""
+    reason = sandbox.available()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a working sandbox: {reason}")
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

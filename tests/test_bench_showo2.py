@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -32,15 +31,6 @@ def test_bad_rows_and_missing_stacks_are_one_line_errors(home, tmp_path, capsys)
     assert f"--stack {tmp_path}: no serve.py there" in capsys.readouterr().err
     assert main(["bench", "showo2"]) == 1
     assert "row c: no showo2-tiny run with a best stack" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def bwrap() -> None:
-    reason = sandbox.available()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a working sandbox: {reason}")
-    if reason:
-        pytest.skip(reason)
 
 
 def test_without_bubblewrap_the_bench_stops_with_the_fix(home, tmp_path, monkeypatch, capsys):

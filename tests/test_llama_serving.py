@@ -209,15 +209,6 @@ def test_the_bench_closes_unfinished_requests_and_the_server_drops_them(tiny_lla
     assert "vllm: not installed" in result.stderr and not any(k.startswith("vllm_") for k in metrics)
 
 
-@pytest.fixture(scope="module")
-def bwrap() -> None:
-    reason = sandbox.available()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a working sandbox: {reason}")
-    if reason:
-        pytest.skip(reason)
-
-
 def run_bench(stack: Path, model: Path, cache: Path, prefix: list[str] | None = None):
     command = [sys.executable, str(TINY / "bench.py"), "--stack", str(stack), "--model", str(model),
                "--inputs", str(TINY / "workload"), "--cache", str(cache), "--rates", "4", "--duration", "2",

@@ -38,13 +38,9 @@ HF_TOKEN = "hf_" + secrets.token_hex(12)
 
 
 @pytest.fixture(scope="module")
-def world(toy_model, tmp_path_factory):
+def world(bwrap, toy_model):
     """A toy run of an LLM policy laid out as a default install would be (not under /tmp, which the sandbox
     hides): a home with SSH keys, a ControlMaster-like socket and an HF token, the Atelier home inside it."""
-    if sandbox.available() and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a working sandbox: {sandbox.available()}")
-    if sandbox.available():
-        pytest.skip(sandbox.available())
     root = Path(tempfile.mkdtemp(prefix="atelier-redteam-", dir="/var/tmp"))
     home = root / "user"
     (home / ".ssh").mkdir(parents=True)
@@ -80,19 +76,11 @@ def world(toy_model, tmp_path_factory):
 
 
 def attack(world, *replies):
-    """One round whose Implementer is the scripted LLM; no LLM review, so only the deterministic layer decides."""
-    run = world.run
-    n, start = next_round(run), run.record.best_commit
-    run.workspace.reset(start)
-    run.store.start_round(run.id, n, "attack", {}, start)
-    world.llm.add("implementer", *replies, submit_change("faster decoding", ["decode.py"]))
-    team = Team()
-    team.implementer.bind(run, n)
-    outcome = play(run, n, Task("faster"), team.implementer)
-    finish(run, n, Task("faster"), start, outcome)
+    """A round whose Implementer is the scripted LLM; no LLM review, so only the deterministic layer decides."""
+    outcome = attack_or_accept(world, *replies)
     assert outcome.status != "accepted", outcome.reason
-    assert readonly.verify(run.dir, run.manifest) == []
-    assert list((run.dir / "calls").iterdir()) == []
+    assert readonly.verify(world.run.dir, world.run.manifest) == []
+    assert list((world.run.dir / "calls").iterdir()) == []
     return outcome
 
 
@@ -239,6 +227,7 @@ def attack_or_accept(world, *replies):
     """A round whose candidate may be a real gain: it is recorded either way."""
     run = world.run
     n, start = next_round(run), run.record.best_commit
+    run.workspace.reset(start)
     run.store.start_round(run.id, n, "attack", {}, start)
     world.llm.add("implementer", *replies, submit_change("faster decoding", ["decode.py"]))
     team = Team()

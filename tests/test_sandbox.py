@@ -15,15 +15,6 @@ from backends.executor import Sandbox
 from backends.mlx.executor import LocalExecutor
 
 
-@pytest.fixture(scope="module")
-def bwrap() -> None:
-    reason = sandbox.available()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a working sandbox: {reason}")
-    if reason:
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def run_dir(bwrap) -> Path:
     """A run's layout outside /tmp (the sandbox gets a private /tmp): workspace/ beside readonly/."""
