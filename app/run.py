@@ -101,21 +101,23 @@ class ActiveRun:
     def execute(self, template: str, stack: Path, inputs: Path, timeout: float) -> CommandResult:
         """The harness command on a fresh writable copy of the stack; the harness starts the candidate confined."""
         x = self.executor
-        with self.fresh(stack) as copy:
-            remote = self.prepare(copy)
-            harness, env = self.confinement(copy)
-            command = self.command(template, copy, inputs)
+        with self.call(template, stack, inputs) as (command, remote, env, harness):
             result = x.run(command, cwd=remote, timeout=timeout, env=env, on_line=self.progress.output, sandbox=harness)
             x.fetch(x.where(self.dir / "cache"), self.dir / "cache")
         return result
 
     def profile(self, template: str, stack: Path, inputs: Path, timeout: float, out: Path) -> Profile:
         """The command once under the executor's profiler, confined as execute() runs it; out takes the raw report."""
+        with self.call(template, stack, inputs) as (command, remote, env, harness):
+            return self.executor.profile(command, remote, out, timeout, env, harness)
+
+    @contextmanager
+    def call(self, template: str, stack: Path, inputs: Path) -> Iterator[tuple]:
+        """One harness call's command, folder where it runs, environment and sandbox, on a fresh copy of stack."""
         with self.fresh(stack) as copy:
             remote = self.prepare(copy)
             harness, env = self.confinement(copy)
-            command = self.command(template, copy, inputs)
-            return self.executor.profile(command, remote, out, timeout, env, harness)
+            yield self.command(template, copy, inputs), remote, env, harness
 
     @contextmanager
     def fresh(self, stack: Path) -> Iterator[Path]:

@@ -61,8 +61,7 @@ def wrap(command: list[str], sandbox: Sandbox) -> list[str]:
 def launcher(sandbox: Sandbox) -> list[str]:
     """The argv prefix a harness puts before a candidate's command (see targets/README.md, Contracts): the
     sandbox with its environment cleared to the harmless variables."""
-    wrap(["true"], sandbox)
-    return local_args(sandbox) + env_args(confined_env(sandbox)) + ["--"]
+    return wrap(["true"], sandbox)[:-2] + env_args(confined_env(sandbox)) + ["--"]
 
 
 def launch_env(prefix: list[str]) -> dict[str, str]:
