@@ -69,6 +69,14 @@ def parser() -> argparse.ArgumentParser:
     exp = _command(sub, "export", cmd_export, "write a run's best accepted stack as a standalone folder")
     exp.add_argument("run")
     exp.add_argument("--to", required=True, type=Path, dest="dest")
+    srv = _command(sub, "serve", cmd_serve, "serve a run's best stack here in the foreground, as its export's run.sh")
+    srv.add_argument("run")
+    srv.add_argument("--host", help="address to listen on (default: the stack's own, 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port to listen on (default: the stack's own, 8000; 0 picks a free one)")
+    srv.add_argument(
+        "--unconfined", action="store_true", help="run the stack without a sandbox (it is agent-written code): only "
+        "where none exists (macOS, no bubblewrap) and you trust it",
+    )  # fmt: skip
     val = _command(sub, "validate", cmd_validate, "check a target bundle; exit 2 with every problem named")
     val.add_argument("target")
     _command(sub, "targets", cmd_targets, "list the bundled targets")
@@ -210,6 +218,12 @@ def cmd_export(args) -> int:
     dest = export(Store(), args.run, args.dest)
     print(f"atelier: exported to {dest} (see its README.md)")
     return 0
+
+
+def cmd_serve(args) -> int:
+    from app.serve import serve
+
+    return serve(Store(), args.run, args.host, args.port, args.unconfined)
 
 
 def cmd_validate(args) -> int:

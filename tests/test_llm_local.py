@@ -141,6 +141,8 @@ def test_a_run_with_llm_local_survives_whatever_smollm2_says(toy, home):
     assert call["usage"]["prompt_tokens"] > 500
     [served] = list((home / "llm").iterdir())
     assert (served / "server.log").stat().st_size > 0
+    weights = (served / "model" / "model.safetensors").resolve()
+    assert weights.parent.name.endswith("-fp32") and weights.parent.parent == home / "models"  # dense on a CPU
     assert not [c for c in Path("/proc").glob("[0-9]*/cmdline") if str(served).encode() in _read(c)]
 
 

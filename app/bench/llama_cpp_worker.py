@@ -13,11 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import llama_cpp
-import llama_cpp.llama_cpp as capi
-from llama_cpp import Llama, LlamaGrammar
-
 from app.bench import protocol
+
+try:
+    import llama_cpp
+    import llama_cpp.llama_cpp as capi
+    from llama_cpp import Llama, LlamaGrammar
+except ImportError as missing:  # the bench extra; `atelier bench json` skips row c without it
+    raise SystemExit(f'llama-cpp-python is not installed ({missing}): pip install -e ".[bench]"') from missing
 
 END_OF_TURN = "<|im_end|>"
 
