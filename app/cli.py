@@ -107,11 +107,19 @@ def _limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=int, help="stop after this many rounds (default 12)")
     p.add_argument("--max-minutes", type=float, help="stop after this much time in rounds (default 60)")
     p.add_argument("--plateau", type=int, help="stop after this many rounds without a gain (default 6)")
+    repeats = "benchmark calls measuring the baseline (default twice the target's repeats, at least 4)"
+    p.add_argument("--baseline-repeats", type=_count, metavar="N", help=repeats)
     p.add_argument("--verbose", action="store_true", help="stream checker and benchmark output")
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def _overrides(args, options: Options) -> Options:
-    for key in ("max_rounds", "max_minutes", "plateau"):
+    for key in ("max_rounds", "max_minutes", "plateau", "baseline_repeats"):
         if getattr(args, key) is not None:
             setattr(options, key, getattr(args, key))
     return options

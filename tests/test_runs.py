@@ -146,3 +146,13 @@ def test_broken_benchmark_is_one_clear_error_and_a_consistent_store(toy, home, b
     assert run["status"] == "failed" and run["baseline"] is None
     assert rows(home, "SELECT * FROM rounds") == []
     assert "error" in [e["kind"] for e in rows(home, "SELECT * FROM events")]
+
+
+def test_baseline_repeats_must_be_a_whole_number_of_at_least_one(toy, home):
+    from app.cli import parser
+
+    assert parser().parse_args(["run", str(toy), "--baseline-repeats", "2"]).baseline_repeats == 2
+    for bad in ("0", "1.5", "-3"):
+        result = atelier("run", str(toy), "--baseline-repeats", bad, home=home)
+        assert result.returncode == 2 and "--baseline-repeats: expected a whole number of at least 1" in result.stderr
+    assert not (home / "runs").exists()
