@@ -72,12 +72,6 @@ def _origin_name(spec: Model, prepared: Path) -> str:
     return name.removesuffix(".gguf")
 
 
-def command(template: str, python: str, model: str, draft: str | None) -> str:
-    """The target's serve line as a shell command: python is a shell word as it stands (`"$PYTHON"` in run.sh, a
-    quoted path for `atelier serve`); model and draft are paths (model/<name> inside the stack folder), quoted."""
-    return template.format(python=python, model=shlex.quote(model), draft=shlex.quote(draft) if draft else "''")
-
-
 def inside(name: str | None) -> str | None:
     """Where a model named name is inside the stack folder."""
     return f"{MODELS}/{name}" if name else None
@@ -121,7 +115,7 @@ def _write(found: Best, folder: Path) -> None:
         sizes = [_link_tree(found.model, folder / MODELS / found.model_name)]
         if found.draft and found.draft_name:
             sizes.append(_link_tree(found.draft, folder / MODELS / found.draft_name))
-        line = command(target.serve, '"$PYTHON"', f"{MODELS}/{found.model_name}", inside(found.draft_name))
+        line = target.serve_line('"$PYTHON"', f"{MODELS}/{found.model_name}", inside(found.draft_name))
         (folder / "run.sh").write_text(_run_sh(line))
         (folder / "run.sh").chmod(0o755)
         usage = _usage(found, line, sizes, _sources(folder))

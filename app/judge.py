@@ -10,7 +10,9 @@ from backends.executor import CommandResult
 
 def judge(run: ActiveRun, n: int | None, stack: Path) -> Verdict:
     """The checker on the public inputs, then on each hidden input. What a hidden check found is kept for the user
-    as the verdict's detail; the reasons, which agents read, say only which hidden set failed."""
+    as the verdict's detail; the reasons, which agents read, say only which hidden set failed. A stack's server is
+    checked with the public inputs only: the engine is checked on every set through the stack's own protocol, and
+    the server's faults (threads, protocol, concurrency) are the agents' to read and fix."""
     outputs.clear(run.dir / "cache")
     reasons = untouched(run, "before the checker")
     if reasons:
@@ -18,7 +20,8 @@ def judge(run: ActiveRun, n: int | None, stack: Path) -> Verdict:
     detail: list[str] = []
     for k, inputs in enumerate(_inputs(run)):
         run.progress.role(n, "judge", f"checker on {'the public inputs' if k == 0 else f'hidden set {k}'}")
-        result = run.execute(run.target.checker.command, stack, inputs, run.target.checker.timeout)
+        command = run.target.checker.command if k == 0 else run.target.checker.command.replace("{serve}", "''")
+        result = run.execute(command, stack, inputs, run.target.checker.timeout)
         failures = _failures(run, result, inputs.name)
         if failures and k > 0:
             detail += [f"hidden set {k} ({inputs.name}): {line}" for line in failures]

@@ -85,7 +85,10 @@ class ActiveRun:
             "draft": there(self.draft) if self.draft else "",
             "cache": there(self.dir / "cache"),
         }
-        return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
+        quoted = {k: shlex.quote(str(v)) for k, v in values.items()}
+        draft = str(values["draft"]) or None
+        serve = self.target.serve_line(quoted["python"], str(values["model"]), draft)  # reaches the harness as one word
+        return shlex.split(template.format(**quoted, serve=shlex.quote(serve)))
 
     @property
     def env(self) -> dict[str, str]:

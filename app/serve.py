@@ -60,7 +60,7 @@ def serve(
                 (copy / export.MODELS).mkdir(exist_ok=True)
                 (copy / export.MODELS / name).symlink_to(source.resolve())
         model, draft = f"{export.MODELS}/{best.model_name}", export.inside(best.draft_name)
-        line = export.command(best.target.serve, shlex.quote(sys.executable), model, draft)
+        line = best.target.serve_line(shlex.quote(sys.executable), model, draft)
         argv = shlex.split(line) + (["--host", host] if host else []) + ([] if port is None else ["--port", str(port)])
         if unconfined:
             say(f"atelier: serving run {run.id} UNCONFINED (--unconfined): the stack runs with your rights and files")

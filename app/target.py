@@ -9,7 +9,9 @@ from app.store import gain
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "targets"
 EXECUTORS = ("mlx", "local", "cuda_remote")
-PLACEHOLDERS = {"python", "workspace", "readonly", "inputs", "model", "draft", "cache"}
+PLACEHOLDERS = {"python", "workspace", "readonly", "inputs", "model", "draft", "cache", "serve"}
+SERVE_PLACEHOLDERS = {"python", "model", "draft"}
+APIS = ("openai",)  # what a stack's serve command may speak; absent: no server the Judge checks
 MODEL_SOURCES = ("path", "hub", "package")
 
 TOP_KEYS = {
@@ -19,6 +21,7 @@ TOP_KEYS = {
     "instructions",
     "seed",
     "serve",
+    "api",
     "model",
     "readonly",
     "checker",
@@ -81,10 +84,16 @@ class Target:
     checker: Checker
     benchmark: Benchmark
     serve: str = ""
+    api: str = ""  # "openai": serve starts an OpenAI-compatible server, which the Judge checks through {serve}
 
     @property
     def objective(self) -> str:
         return (self.dir / self.instructions).read_text()
+
+    def serve_line(self, python: str, model: str, draft: str | None) -> str:
+        """The serve line as a shell command: python a shell word as it stands (`"$PYTHON"` in an export's run.sh,
+        a quoted path elsewhere); model and draft paths, quoted."""
+        return self.serve.format(python=python, model=shlex.quote(model), draft=shlex.quote(draft) if draft else "''")
 
 
 def find(name_or_path: str) -> Path:
@@ -123,6 +132,7 @@ def check(dir: Path) -> tuple[list[str], Target | None]:
     problems += _bad_values(file, target)
     problems += _missing_files(target)
     problems += _bad_commands(file, target)
+    problems += _bad_server(file, target)
     return problems, None if problems else target
 
 
@@ -161,6 +171,7 @@ def _build(dir: Path, raw: dict) -> Target:
         checker=Checker(**raw["checker"]),
         benchmark=Benchmark(**raw["benchmark"]),
         serve=raw.get("serve", ""),
+        api=raw.get("api", ""),
     )
 
 
@@ -242,3 +253,39 @@ def _missing_scripts(t: Target, name: str, words: list[str]) -> list[str]:
             elif not (t.dir / rel).exists():
                 problems.append(f"{t.dir / rel}: missing file (used by {name})")
     return problems
+
+
+def _bad_server(file: Path, t: Target) -> list[str]:
+    """serve must be a command line over {python}, {model}, {draft}; api = "openai" says it starts an OpenAI server,
+    which the Judge checks: then the checker must receive it as {serve}, and only then may a command use {serve}."""
+    if not isinstance(t.serve, str):
+        return [f"{file}: serve must be a command line (a string)"]
+    if not isinstance(t.api, str) or (t.api and t.api not in APIS):
+        return [f"{file}: api must be one of {', '.join(repr(a) for a in APIS)} or absent, not {t.api!r}"]
+    problems = []
+    try:
+        unknown = _placeholders(t.serve) - SERVE_PLACEHOLDERS
+        allowed = "it may use {python}, {model}, {draft}"
+        problems += [f"{file}: serve uses unknown placeholder {{{p}}} ({allowed})" for p in sorted(unknown)]
+        shlex.split(t.serve)
+    except ValueError as e:
+        problems.append(f"{file}: serve does not parse: {e}")
+    commands = (("checker.command", t.checker.command), ("benchmark.command", t.benchmark.command))
+    uses = [name for name, command in commands if "serve" in _safe_placeholders(command)]
+    if t.api and not t.serve:
+        problems.append(f"{file}: api = {t.api!r} needs serve, the command that starts the stack's server")
+    if t.api and "checker.command" not in uses:
+        problems.append(
+            f"{file}: api = {t.api!r}: checker.command must pass the server's command as {{serve}} "
+            "(e.g. --serve {serve}): the Judge checks the stack through its server"
+        )
+    if not t.api:
+        problems += [f"{file}: {name} uses {{serve}}, which only a target with api = 'openai' has" for name in uses]
+    return problems
+
+
+def _safe_placeholders(command) -> set[str]:
+    try:
+        return _placeholders(command)
+    except (ValueError, TypeError, AttributeError):
+        return set()

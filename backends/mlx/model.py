@@ -22,7 +22,7 @@ def dense(path: Path, out: Path) -> Path:
     from mlx_lm import load
     from mlx_lm.utils import dequantize_model, save_model
 
-    model, _ = load(str(path))
+    model = load(str(path))[0]
     model = dequantize_model(model)
     model.set_dtype(mx.float32)
     partial = out.with_name(out.name + ".partial")

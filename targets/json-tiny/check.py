@@ -1,8 +1,10 @@
 """Judge a candidate stack: its outputs must equal the reference token for token and be valid JSON.
 
-python check.py --stack WORKSPACE --model MODEL_DIR --inputs CASES_DIR --cache CACHE_DIR
+python check.py --stack WORKSPACE --model MODEL_DIR --inputs CASES_DIR --cache CACHE_DIR [--serve COMMAND]
 Reference outputs are computed once and kept in CACHE_DIR, where the benchmark finds them to check the answers it
 timed. The stack starts through the launch prefix in $ATELIER_CONFINE and gets its cases only as requests.
+With --serve (the target's serve line, filled in by the Judge), a stack whose serve.py passed is also checked
+through the server that command starts (served.py: the openai client, streamed and not, several clients at once).
 Prints CHECK FAIL <reason> per failure (or CHECK PASS <summary>); exits 1 on any failure.
 """
 
@@ -19,6 +21,7 @@ import jsonschema
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import served  # noqa: E402
 from workload import Case, Stack, StackError, load_cases, one_line  # noqa: E402
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -32,12 +35,15 @@ def main() -> int:
     failures = [f"{name}: reference output is invalid: {reason}" for name, reason in invalid(cases, expected)]
     draft = Path(args.draft) if args.draft else None
     failures += candidate_failures(args.stack, args.model, draft, cases, expected)
+    if args.serve and not failures:
+        failures += served.check(args.serve, args.stack, served_cases(cases, expected), decoder(args.model))
     for failure in failures:
         print(f"CHECK FAIL {one_line(failure)}")
     if failures:
         return 1
     tokens = sum(len(expected[case.name]["tokens"]) for case in cases)
-    print(f"CHECK PASS {len(cases)} schemas, {tokens} tokens identical to the reference")
+    server = ", and through its server" if args.serve else ""
+    print(f"CHECK PASS {len(cases)} schemas, {tokens} tokens identical to the reference{server}")
     return 0
 
 
@@ -48,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--draft", default="", help="draft model folder, passed on to the stack (empty: none)")
     parser.add_argument("--inputs", required=True, type=Path)
     parser.add_argument("--cache", required=True, type=Path)
+    parser.add_argument("--serve", default="", help="the command that starts the stack's OpenAI server (+ --port 0)")
     return parser.parse_args()
 
 
@@ -122,6 +129,28 @@ def candidate_failures(
                 continue
             failures += [f"{case.name}: {reason}" for reason in compare(case, answer, expected[case.name])]
     return failures
+
+
+def served_cases(cases: list[Case], expected: dict) -> list[served.Expected]:
+    """The cases a client can send (those with messages), as the OpenAI API asks them: the bounded schema that the
+    reference decoded under, as response_format."""
+    return [
+        served.Expected(
+            case.name,
+            {"messages": case.messages, "response_format": {"type": "json_schema", "json_schema": {
+                "name": "case", "schema": case.grammar, "strict": True}}},
+            expected[case.name]["tokens"], expected[case.name]["text"], expected[case.name]["finish_reason"],
+            case.max_tokens,
+        )
+        for case in cases if case.messages
+    ]  # fmt: skip
+
+
+def decoder(model: Path):
+    """Token ids to text as the reference decodes them (its Hugging Face tokenizer)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model)).decode
 
 
 def compare(case: Case, answer: dict, expected: dict) -> list[str]:

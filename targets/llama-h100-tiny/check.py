@@ -1,14 +1,18 @@
 """Judge a candidate: its greedy outputs on every prompt must equal the Transformers reference token for token.
 
 python check.py --stack WORKSPACE --model MODEL --inputs PROMPTS_DIR --cache CACHE_DIR [--max-tokens 32]
-                [--near-tie GAP]
-Starts the stack's server on a free port and sends every prompt at once (so a batching stack is judged batched),
-alternately streamed and not, with temperature 0 and "return_token_ids": true. Each answer's token ids and text
-must equal the reference's (reference/generate.py: Transformers `generate`, do_sample=False, cached in CACHE_DIR).
-With --near-tie GAP > 0, an output may part from the reference at a step where the reference's top-1 and top-2
-logits were within GAP (a near tie that rounding in other kernels may flip); the rest of that output is then not
-compared. Prints CHECK FAIL <reason> per failure (or CHECK PASS <summary>); exits 1 on any failure. The benchmark
-mixes some of these prompts into its load and checks their token ids against the references cached here.
+                [--near-tie GAP] [--serve COMMAND]
+Starts the stack's server (with --serve, the target's serve line as the Judge fills it in, plus --port 0, ready
+once it prints {"ready": true, "port": N}; without, server.py on a free port) and sends every prompt at once (so
+a batching stack is judged batched), alternately streamed and not, with temperature 0 and "return_token_ids":
+true. Each answer's token ids and text must equal the reference's (reference/generate.py: Transformers
+`generate`, do_sample=False, cached in CACHE_DIR). With --near-tie GAP > 0, an output may part from the reference
+at a step where the reference's top-1 and top-2 logits were within GAP (a near tie that rounding in other kernels
+may flip); the rest of that output is then not compared. With --serve, a server that passed then goes through
+served.py's checks with the openai client (streamed and not, four clients at once, GET /v1/models, a malformed
+body, a client gone mid-stream; exact text, so the prompts only without --near-tie). Prints CHECK FAIL <reason>
+per failure (or CHECK PASS <summary>); exits 1 on any failure. The benchmark mixes some of these prompts into its
+load and checks their token ids against the references cached here.
 """
 
 import argparse
@@ -25,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import served  # noqa: E402
 from stack import StackError, free_port, one_line, post, stack_server, stream  # noqa: E402
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -35,14 +40,20 @@ def main() -> int:
     args = parse_args()
     cases = json.loads((args.inputs / "prompts.json").read_text())
     expected = reference_outputs(args.model, cases, args.max_tokens, args.cache)
-    answers, failures = candidate_answers(args.stack, args.model, cases, args.max_tokens)
-    ties = 0
-    for case in cases:
-        name = case["name"]
-        if name in answers:
-            reason, tie = compare(answers[name], expected[name], args.near_tie)
-            failures += [f"{name}: {reason}"] if reason else []
-            ties += tie
+    if args.serve:
+        found: list[tuple[list[str], int]] = []
+
+        def own(port: int) -> list[str]:
+            found.append(checked(*candidate_answers_at(port, args.model, cases, args.max_tokens), cases, expected,
+                                 args.near_tie))  # fmt: skip
+            return found[0][0]
+
+        served_cases = [] if args.near_tie > 0 else served_expected(cases, expected, args.max_tokens)
+        failures = served.check(args.serve, args.stack, served_cases, decoder(args.model), before=own)
+        ties = found[0][1] if found else 0
+    else:
+        failures, ties = checked(*candidate_answers(args.stack, args.model, cases, args.max_tokens), cases, expected,
+                                 args.near_tie)  # fmt: skip
     for failure in failures:
         print(f"CHECK FAIL {one_line(failure)}")
     if failures:
@@ -61,7 +72,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache", required=True, type=Path)
     parser.add_argument("--max-tokens", default=32, type=int)
     parser.add_argument("--near-tie", default=0.0, type=float, help="logit gap under which a divergence is allowed")
+    parser.add_argument("--serve", default="", help="the command that starts the stack's OpenAI server (+ --port 0)")
     return parser.parse_args()
+
+
+def checked(answers: dict, failures: list[str], cases: list, expected: dict, near_tie: float):
+    """The failures (the answers' and those found comparing them) and how many parted at a near tie."""
+    failures, ties = list(failures), 0
+    for case in cases:
+        name = case["name"]
+        if name in answers:
+            reason, tie = compare(answers[name], expected[name], near_tie)
+            failures += [f"{name}: {reason}"] if reason else []
+            ties += tie
+    return failures, ties
+
+
+def served_expected(cases: list, expected: dict, max_tokens: int) -> list[served.Expected]:
+    return [
+        served.Expected(case["name"], {"messages": case["messages"]}, expected[case["name"]]["tokens"],
+                        expected[case["name"]]["text"], expected[case["name"]]["finish_reason"], max_tokens)
+        for case in cases
+    ]  # fmt: skip
+
+
+def decoder(model: Path):
+    """Token ids to text as the reference decodes them."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model)).decode
 
 
 def reference_outputs(model: Path, cases: list, max_tokens: int, cache: Path) -> dict:
@@ -109,26 +148,33 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def candidate_answers(stack: Path, model: Path, cases: list, max_tokens: int) -> tuple[dict, list[str]]:
-    port, answers, failures = free_port(), {}, []
+    port = free_port()
     with stack_server(stack, model, port) as server:
         try:
             server.wait_ready()
         except StackError as error:
             return {}, [f"stack did not start: {error}"]
+        return candidate_answers_at(port, model, cases, max_tokens)
 
-        def ask(i: int, case: dict) -> None:
-            body = {"model": model.name, "messages": case["messages"], "max_tokens": max_tokens, "temperature": 0,
-                    "return_token_ids": True}  # fmt: skip
-            try:
-                answers[case["name"]] = streamed(port, body) if i % 2 else plain(port, body)
-            except Exception as error:  # noqa: BLE001 - whatever the answer broke, the case fails
-                failures.append(f"{case['name']}: {type(error).__name__}: {error}")
 
-        threads = [threading.Thread(target=ask, args=(i, case)) for i, case in enumerate(cases)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+def candidate_answers_at(port: int, model: Path, cases: list, max_tokens: int) -> tuple[dict, list[str]]:
+    """Every prompt sent at once to the server on port, alternately streamed and not."""
+    answers: dict = {}
+    failures: list[str] = []
+
+    def ask(i: int, case: dict) -> None:
+        body = {"model": model.name, "messages": case["messages"], "max_tokens": max_tokens, "temperature": 0,
+                "return_token_ids": True}  # fmt: skip
+        try:
+            answers[case["name"]] = streamed(port, body) if i % 2 else plain(port, body)
+        except Exception as error:  # noqa: BLE001 - whatever the answer broke, the case fails
+            failures.append(f"{case['name']}: {type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=ask, args=(i, case)) for i, case in enumerate(cases)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return answers, failures
 
 

@@ -1,8 +1,12 @@
 """Judge a candidate stack: for every case its output must equal the reference greedy decode token for token.
 
 python check.py --stack WORKSPACE --model MODEL_DIR [--draft DIR] --inputs CASES_DIR --cache CACHE_DIR
+                [--serve COMMAND]
 Reference outputs are computed once and kept in CACHE_DIR, where the benchmark finds them to check the answers it
 timed. The stack starts through the launch prefix in $ATELIER_CONFINE and gets its cases only as requests.
+With --serve (the target's serve line, filled in by the Judge), a stack whose serve.py passed is also checked
+through the server that command starts (served.py: the openai client, streamed and not, several clients at once),
+each request carrying its prediction.
 Prints CHECK FAIL <reason> per failure (or CHECK PASS <summary> with the prediction's measured overlap and the
 stack's accepted share); exits 1 on failure.
 """
@@ -18,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).absolute().parent
 sys.path.insert(0, str(HERE))
 
+import served  # noqa: E402
 from workload import Case, Stack, StackError, load_cases, one_line, overlap  # noqa: E402
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -30,6 +35,8 @@ def main() -> int:
     cases = load_cases(args.inputs, args.model)
     expected = reference_outputs(args.model, cases, args.cache)
     answers, failures = candidate_answers(args.stack, args.model, args.draft, cases, expected)
+    if args.serve and not failures:
+        failures += served.check(args.serve, args.stack, served_cases(cases, expected), decoder(args.model))
     for failure in failures:
         print(f"CHECK FAIL {one_line(failure)}")
     if failures:
@@ -37,7 +44,8 @@ def main() -> int:
     tokens = sum(len(expected[case.name]["tokens"]) for case in cases)
     accepted = sum(stat(answer, "accepted") for answer in answers)
     shares = [overlap(expected[c.name]["tokens"], expected[c.name]["prediction_tokens"]) for c in cases]
-    print(f"CHECK PASS {len(cases)} cases, {tokens} tokens identical to the reference; prediction overlap "
+    server = " (and through its server)" if args.serve else ""
+    print(f"CHECK PASS {len(cases)} cases, {tokens} tokens identical to the reference{server}; prediction overlap "
           f"{sum(shares) / len(shares):.0%} (mean), {accepted / max(tokens, 1):.0%} of tokens from accepted predicted "
           "tokens")  # fmt: skip
     return 0
@@ -50,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--draft", default="", help="draft model folder, passed on to the stack (empty: none)")
     parser.add_argument("--inputs", required=True, type=Path)
     parser.add_argument("--cache", required=True, type=Path)
+    parser.add_argument("--serve", default="", help="the command that starts the stack's OpenAI server (+ --port 0)")
     return parser.parse_args()
 
 
@@ -129,6 +138,25 @@ def candidate_answers(workspace: Path, model: Path, draft: str, cases: list[Case
             answers.append(answer)
             failures += [f"{case.name}: {reason}" for reason in compare(answer, expected[case.name])]
     return answers, failures
+
+
+def served_cases(cases: list[Case], expected: dict) -> list[served.Expected]:
+    """Each case as a client asks it: its messages, with the file as the prediction."""
+    return [
+        served.Expected(
+            case.name, {"messages": case.messages, "prediction": {"type": "content", "content": case.prediction}},
+            expected[case.name]["tokens"], expected[case.name]["text"], expected[case.name]["finish_reason"],
+            case.max_tokens,
+        )
+        for case in cases
+    ]  # fmt: skip
+
+
+def decoder(model: Path):
+    """Token ids to text as the reference decodes them."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model)).decode
 
 
 def compare(answer: dict, expected: dict) -> list[str]:
