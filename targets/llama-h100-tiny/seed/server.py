@@ -1,40 +1,49 @@
 """Serve the stack over the OpenAI API: POST /v1/chat/completions and /v1/completions, streamed or not.
 
-python server.py --model DIR [--host 127.0.0.1] [--port 8000]   (--port 0 picks a free port)
-Prints {"ready": true, "port": N} on stdout once the model is loaded. Decoding is greedy: temperature must be
-absent or 0. Extensions (as in vLLM): "ignore_eos": true decodes to max_tokens; "return_token_ids": true adds
-each choice's "token_ids". "stream_options": {"include_usage": true} ends a stream with a usage chunk.
-Errors are 400/404/500 with an OpenAI-style {"error": {...}} body.
+python server.py --model DIR [--host 127.0.0.1] [--port 8000] [--deadline 300]   (--port 0 picks a free port)
+Prints {"ready": true, "port": N} on stdout once the model is loaded. The engine's own thread batches the requests
+(engine.py). Decoding is greedy: temperature must be absent or 0, n 1; tools, logprobs, response_format other than
+text and any field not listed here are a 400 naming the field (the checks are openai_server.py's, shared with the
+other seeds). max_tokens / max_completion_tokens (default 16) plus the prompt must fit in the model's context
+(max_position_embeddings). stop (a string or up to 4) ends the text before it, finish_reason "stop". Extensions
+(as in vLLM): "ignore_eos": true decodes to max_tokens; "return_token_ids": true adds each choice's "token_ids".
+"stream_options": {"include_usage": true} ends a stream with a usage chunk. A request whose client closed its
+connection is cancelled at the next token; one past its deadline ends with finish_reason "length".
+Errors are 400/404/413 with an OpenAI-style {"error": {...}} body (500 only if the engine itself fails).
 """
 
-import argparse
 import json
-import select
-import socket
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 
+import openai_server
 from engine import Engine
 from knobs import Knobs
+from openai_server import (
+    COMMON,
+    RequestError,
+    arguments,
+    context_of,
+    held_back,
+    max_tokens_of,
+    messages_of,
+    refuse_unsupported,
+    stops_of,
+)
 
 DEFAULT_MAX_TOKENS = 16
 ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "text"}
-
-
-class RequestError(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.param = param
-        self.status = status
+OWN = {"ignore_eos", "return_token_ids", "response_format", "prompt"}
 
 
 class Service:
-    def __init__(self, engine: Engine, tokenizer, name: str):
+    def __init__(self, engine: Engine, tokenizer, name: str, context: int, deadline: float):
         self.engine = engine
         self.tokenizer = tokenizer
         self.name = name
+        self.context = context
+        self.deadline = deadline
 
     def parse(self, kind: str, body: bytes) -> dict:
         try:
@@ -43,24 +52,25 @@ class Service:
             raise RequestError(f"request body is not valid JSON: {error}") from None
         if not isinstance(raw, dict):
             raise RequestError("request body must be a JSON object")
-        if raw.get("temperature") not in (None, 0, 0.0):
-            raise RequestError("only greedy decoding is served: temperature must be 0 or absent", "temperature")
-        if raw.get("n") not in (None, 1):
-            raise RequestError("n must be 1", "n")
-        max_tokens = raw.get("max_completion_tokens") or raw.get("max_tokens") or DEFAULT_MAX_TOKENS
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise RequestError("max_tokens must be a positive integer", "max_tokens")
+        refuse_unsupported(raw, (COMMON | OWN) - ({"messages"} if kind == "text" else {"prompt"}))
+        if (raw.get("response_format") or {"type": "text"}) != {"type": "text"}:
+            raise RequestError("response_format is not supported: this stack answers in plain text", "response_format")
+        max_tokens = max_tokens_of(raw) or DEFAULT_MAX_TOKENS
+        stop = stops_of(raw.get("stop"))
         prompt = self.chat_prompt(raw.get("messages")) if kind == "chat" else self.text_prompt(raw.get("prompt"))
-        options = raw.get("stream_options") or {}
+        if len(prompt) + max_tokens > self.context:
+            raise RequestError(f"the prompt has {len(prompt)} tokens plus max_tokens {max_tokens}: more than the "
+                               f"model's context of {self.context} tokens", "messages" if kind == "chat" else "prompt",
+                               code="context_length_exceeded")  # fmt: skip
+        options = raw.get("stream_options") if isinstance(raw.get("stream_options"), dict) else {}
         return {
-            "kind": kind, "prompt": prompt, "max_tokens": max_tokens, "stream": bool(raw.get("stream")),
+            "kind": kind, "prompt": prompt, "max_tokens": max_tokens, "stream": raw.get("stream") is True,
             "usage": bool(options.get("include_usage")), "ignore_eos": bool(raw.get("ignore_eos")),
-            "token_ids": bool(raw.get("return_token_ids")),
+            "token_ids": bool(raw.get("return_token_ids")), "stop": stop, "deadline": time.monotonic() + self.deadline,
         }  # fmt: skip
 
     def chat_prompt(self, messages) -> list[int]:
-        if not isinstance(messages, list) or not messages:
-            raise RequestError("messages must be a non-empty list", "messages")
+        messages = messages_of(messages)
         try:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as error:  # noqa: BLE001 - a template error is the client's malformed messages
@@ -73,20 +83,36 @@ class Service:
         return self.tokenizer(prompt).input_ids
 
     def chunks(self, job: dict, gone=lambda: False):
-        """Yield (text delta, finish_reason or None, tokens so far)."""
+        """Yield (text delta, finish_reason or None, tokens so far). Before each token, a client gone raises
+        ConnectionAbortedError; the request is cancelled when this generator ends, as at a stop string or the
+        deadline."""
         request = self.engine.submit(job["prompt"], job["max_tokens"], job["ignore_eos"])
         tokens, sent = [], ""
         for token, finish in request.results(gone):
+            if gone():
+                raise ConnectionAbortedError("the client closed the connection")
             if token is not None:
                 tokens.append(token)
-            text = self.tokenizer.decode(tokens)
-            if finish is None and text.endswith("\ufffd"):
-                continue
-            yield text[len(sent) :], finish, tokens
-            sent = text
+            text, finish = cut(job, self.tokenizer.decode(tokens), finish)
+            ready = text if finish else held_back(text, job["stop"])
+            if len(ready) > len(sent) or finish:
+                yield ready[len(sent) :], finish, tokens
+                sent = ready
+            if finish:
+                return
 
 
-class Handler(BaseHTTPRequestHandler):
+def cut(job: dict, text: str, finish: str | None) -> tuple[str, str | None]:
+    """The text up to its first stop string, and the finish reason: stop, the engine's, or the deadline's."""
+    ends = [at for at in (text.find(stop) for stop in job["stop"]) if at >= 0]
+    if ends:
+        return text[: min(ends)], "stop"
+    return text, finish or ("length" if time.monotonic() > job["deadline"] else None)
+
+
+class Handler(openai_server.Handler):
+    """The shared handler's body reading, errors and SSE events, with this stack's routes and extensions."""
+
     service: Service
     protocol_version = "HTTP/1.1"
 
@@ -98,8 +124,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         kind = ROUTES.get(self.path.rstrip("/"))
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
+            body = self.body()
             if kind is None:
                 raise RequestError(f"no route POST {self.path}", status=404)
             job = self.service.parse(kind, body)
@@ -143,44 +169,23 @@ class Handler(BaseHTTPRequestHandler):
         if chat:
             self.event(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
         count, seen = 0, 0
-        for delta, finish_reason, tokens in self.service.chunks(job, self.gone):
-            count = len(tokens)
-            if not (delta or finish_reason):
-                continue
-            choice = {"index": 0, "finish_reason": finish_reason}
-            if chat:
-                choice["delta"] = {"content": delta} if delta else {}
-            else:
-                choice["text"] = delta
-            if job["token_ids"]:
-                choice["token_ids"], seen = tokens[seen:], count
-            self.event(head | {"choices": [choice]})
+        try:
+            for delta, finish_reason, tokens in self.service.chunks(job, self.gone):
+                count = len(tokens)
+                choice = {"index": 0, "finish_reason": finish_reason}
+                if chat:
+                    choice["delta"] = {"content": delta} if delta else {}
+                else:
+                    choice["text"] = delta
+                if job["token_ids"]:
+                    choice["token_ids"], seen = tokens[seen:], count
+                self.event(head | {"choices": [choice]})
+        except (RuntimeError, ValueError) as error:  # the engine's failure, after the stream began
+            self.event({"error": {"message": f"generation failed: {error}", "type": "server_error", "param": None}})
         if job["usage"]:
             self.event(head | {"choices": [], "usage": usage(job, count)})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
-
-    def gone(self) -> bool:
-        """Whether the client closed its connection (readable, with nothing to read)."""
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
-
-    def event(self, message: dict) -> None:
-        self.wfile.write(f"data: {json.dumps(message)}\n\n".encode())
-        self.wfile.flush()
-
-    def fail(self, error: RequestError) -> None:
-        kinds = {400: "invalid_request_error", 404: "not_found_error"}
-        body = {"message": str(error), "type": kinds.get(error.status, "server_error"), "param": error.param}
-        self.send_json({"error": body | {"code": None}}, error.status)
-
-    def send_json(self, message: dict, status: int = 200) -> None:
-        body = json.dumps(message).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:
         pass
@@ -197,16 +202,13 @@ def usage(job: dict, completion: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="Hugging Face model folder (llama)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", default=8000, type=int, help="0 picks a free port")
-    args = parser.parse_args()
+    args = arguments(__doc__, "Hugging Face model folder (llama)").parse_args()
     from transformers import AutoTokenizer
 
     knobs = Knobs.read()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    Handler.service = Service(Engine(args.model, knobs), tokenizer, args.model.name)
+    engine = Engine(args.model, knobs)
+    Handler.service = Service(engine, tokenizer, args.model.name, context_of(args.model), args.deadline)
     server = Server((args.host, args.port), Handler)
     print(json.dumps({"ready": True, "port": server.server_address[1], "knobs": vars(knobs)}), flush=True)
     server.serve_forever()
