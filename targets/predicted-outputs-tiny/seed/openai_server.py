@@ -1,0 +1,1 @@
+../../json-tiny/seed/openai_server.py
