@@ -26,6 +26,7 @@ from openai_server import (
     arguments,
     context_of,
     held_back,
+    load_object,
     max_tokens_of,
     messages_of,
     refuse_unsupported,
@@ -46,12 +47,7 @@ class Service:
         self.deadline = deadline
 
     def parse(self, kind: str, body: bytes) -> dict:
-        try:
-            raw = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise RequestError(f"request body is not valid JSON: {error}") from None
-        if not isinstance(raw, dict):
-            raise RequestError("request body must be a JSON object")
+        raw = load_object(body)
         refuse_unsupported(raw, (COMMON | OWN) - ({"messages"} if kind == "text" else {"prompt"}))
         if (raw.get("response_format") or {"type": "text"}) != {"type": "text"}:
             raise RequestError("response_format is not supported: this stack answers in plain text", "response_format")
