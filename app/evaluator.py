@@ -1,13 +1,14 @@
-"""The Performance Evaluator: interleaved repeats against the incumbent, judged against the run's noise band."""
+"""The Performance Evaluator: interleaved pairs against the incumbent, judged by the sequential acceptance test."""
 
+import math
 import statistics
 from pathlib import Path
 
+from app.acceptance import Decision, Noise, Rule, decide
 from app.roles import Measurement
 from app.run import ActiveRun
 from backends.executor import Profile
 
-MIN_NOISE = 0.01
 PROFILE_SLOWDOWN = 4  # a profiled benchmark may take this many times its timeout
 
 
@@ -59,32 +60,52 @@ def bench_once(run: ActiveRun, n: int | None, side: str, stack: Path, repeat: in
     return metrics
 
 
-def noise_band(values: list[float]) -> float:
-    """Relative half-range ±(max − min) / 2 / median of the baseline's own repeats: a candidate whose median
-    stays inside the band the baseline's repeats drew around their median is not told apart from noise."""
-    median = statistics.median(values)
-    return max(MIN_NOISE, (max(values) - min(values)) / 2 / median) if median else MIN_NOISE
-
-
-def baseline(run: ActiveRun, stack: Path) -> tuple[float, float]:
+def baseline(run: ActiveRun, stack: Path) -> tuple[float, Noise]:
+    """The seed's median over the baseline's calls, and their spread: consecutive calls of one stack as pairs
+    whose true log-ratio is 0, the first degrees of freedom of the run's noise."""
     repeats = run.options.baseline_repeats or max(4, 2 * run.target.benchmark.repeats)
     values = [bench_once(run, None, "baseline", stack, i)[run.target.benchmark.metric] for i in range(repeats)]
-    return statistics.median(values), noise_band(values)
+    noise = Noise()
+    noise.add([math.log(a / b) for a, b in zip(values[::2], values[1::2], strict=False) if a > 0 and b > 0], 0.0)
+    return statistics.median(values), noise
 
 
-def evaluate(run: ActiveRun, n: int, candidate: Path, incumbent: Path) -> Measurement:
+def run_noise(run: ActiveRun) -> Noise:
+    """The run's noise so far, read back from every pair it measured (a resumed run carries it on)."""
     b = run.target.benchmark
-    sides: dict[str, list[dict[str, float]]] = {"candidate": [], "incumbent": []}
-    for i in range(b.repeats):
-        for side, stack in (("incumbent", incumbent), ("candidate", candidate)):
+    noise = Noise()
+    for same, pairs in run.store.pairs(run.id, b.metric):
+        ratios = [math.log(b.gain(c, i)) for i, c in pairs if c > 0 and i > 0]
+        noise.add(ratios, 0.0 if same else None)
+    return noise
+
+
+def evaluate(run: ActiveRun, n: int, candidate: Path, incumbent: Path, against: str = "incumbent") -> Measurement:
+    """Interleaved pairs (the order alternating) until the acceptance test decides or its cap is reached."""
+    b, noise = run.target.benchmark, run_noise(run)
+    rule = Rule.for_target(b.repeats)
+    sides: dict[str, list[dict[str, float]]] = {"candidate": [], against: []}
+    ratios: list[float] = []
+    decision = None
+    for i in range(rule.max_pairs):
+        order = ((against, incumbent), ("candidate", candidate))
+        for side, stack in order if i % 2 == 0 else order[::-1]:
             sides[side].append(bench_once(run, n, side, stack, i))
+        ratios.append(math.log(b.gain(sides["candidate"][-1][b.metric], sides[against][-1][b.metric])))
+        decision = decide(ratios, noise, rule)
+        if decision.verdict != "more":
+            break
+    assert decision is not None
     cand = [m[b.metric] for m in sides["candidate"]]
-    inc = [m[b.metric] for m in sides["incumbent"]]
-    c_med, i_med = statistics.median(cand), statistics.median(inc)
-    gain = b.gain(c_med, i_med)
-    noise = run.record.noise or MIN_NOISE
+    inc = [m[b.metric] for m in sides[against]]
     extra = {k: statistics.median(m[k] for m in sides["candidate"]) for k in sides["candidate"][0] if k != b.metric}
-    return Measurement(b.metric, cand, inc, c_med, i_med, gain, noise, gain > 1 + noise, extra, _hints(gain, noise))
+    noise.add(ratios)
+    spread = noise.spread(rule.window) or decision.spread or 0.0
+    accepted = decision.verdict == "accept"
+    return Measurement(
+        b.metric, cand, inc, statistics.median(cand), statistics.median(inc), decision.gain, spread, accepted,
+        extra, _hints(decision, rule), decision.low, decision.high, decision.pairs, decision.why,
+    )  # fmt: skip
 
 
 def profile(run: ActiveRun, n: int, stack: Path, side: str = "candidate") -> tuple[Profile, Path]:
@@ -101,9 +122,9 @@ def profile(run: ActiveRun, n: int, stack: Path, side: str = "candidate") -> tup
     return found, saved
 
 
-def _hints(gain: float, noise: float) -> list[str]:
-    if gain < 1 - noise:
-        return ["slower than the incumbent beyond noise: revert the idea or find what regressed"]
-    if gain <= 1 + noise:
-        return ["no gain beyond noise: the change does not touch the bottleneck"]
+def _hints(decision: Decision, rule: Rule) -> list[str]:
+    if decision.high < 1:
+        return ["slower than the incumbent beyond its interval: revert the idea or find what regressed"]
+    if decision.verdict != "accept":
+        return [f"no gain of {rule.min_effect:.0%} shown: the change does not touch the bottleneck"]
     return []

@@ -1,11 +1,13 @@
-"""The outer loop: baseline once, then one task per round from the policy until a limit, a plateau or the end."""
+"""The outer loop: baseline once, then one task per round from the policy until a limit, a plateau or the end,
+then the best stack confirmed against the seed."""
 
 import json
 import time
 
 from app import control, readonly
-from app.evaluator import MIN_NOISE, BenchmarkError, baseline
-from app.inner import play
+from app.acceptance import Rule
+from app.evaluator import BenchmarkError, baseline, evaluate
+from app.inner import incumbent, play
 from app.judge import judge
 from app.policies import Outcome, Policy
 from app.roles import BudgetSpent, RoleError, Task
@@ -43,6 +45,7 @@ def synthesize(run: ActiveRun, policy: Policy) -> str:
         outcome = play(run, n, task, policy.implementer, policy.reviewer, policy.advisor, against=start)
         finish(run, n, task, start, outcome)
         policy.record(run, n, task, outcome)
+    confirm(run)
     run.update(status="done")
     run.say(None, "stop", reason)
     return reason
@@ -64,21 +67,26 @@ def establish_baseline(run: ActiveRun) -> None:
         value, noise = baseline(run, seed)
     except BenchmarkError as e:
         raise RunError(str(e)) from e
-    run.update(baseline=value, noise=noise, best=value)
-    run.say(None, "baseline", f"{run.record.metric} {value:.4g} (noise band ±{noise:.1%})")
+    spread = noise.spread(Rule().window)
+    run.update(baseline=value, noise=spread, best=value)
+    measured = f"noise ±{spread:.1%} a pair" if spread is not None else "noise not measured yet"
+    run.say(None, "baseline", f"{run.record.metric} {value:.4g} ({measured})")
 
 
 def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> None:
     m = outcome.measurement
-    values = {}
+    values: dict[str, float | int | None] = {}
     if m and run.record.baseline:
         ratio = run.target.benchmark.gain(m.candidate_median, run.record.baseline)
         values = {"metric": m.candidate_median, "ratio": ratio, "gain": m.gain}
+        values |= {"low": m.low, "high": _finite(m.high), "pairs": m.pairs}
+    if m:
+        run.update(noise=m.noise)
     if outcome.status == "accepted":
         assert m is not None and outcome.tree is not None
         committed = run.workspace.commit_tree(outcome.tree, f"round {n}: {task.title}\n\n{outcome.reason}")
         accepted = run.workspace.keep("accepted", n, committed)
-        best = start == run.record.best_commit or beats_best(run, m.candidate_median)
+        best = start == run.record.best_commit or beats_best(run, n, accepted)
         if not best:
             outcome.reason += f"; not beyond the best {run.record.best:.4g}, which stays"
         with run.store.transaction():
@@ -95,10 +103,35 @@ def finish(run: ActiveRun, n: int, task: Task, start: str, outcome: Outcome) -> 
     run.say(n, outcome.status, outcome.reason)
 
 
-def beats_best(run: ActiveRun, value: float) -> bool:
-    """A candidate measured against a stack other than the best moves the best only beyond the noise band."""
-    assert run.record.best is not None
-    return run.target.benchmark.gain(value, run.record.best) > 1 + (run.record.noise or MIN_NOISE)
+def beats_best(run: ActiveRun, n: int, accepted: str) -> bool:
+    """A candidate accepted against a stack other than the best moves the best only when the acceptance test
+    also accepts it against the best, measured now side by side."""
+    try:
+        m = evaluate(run, n, incumbent(run, accepted), incumbent(run), against="best")
+    except BenchmarkError as e:
+        run.say(n, "evaluate", f"against the best: {e}")
+        return False
+    run.say(n, "evaluate", f"against the best: {m.summary}")
+    return m.accepted
+
+
+def confirm(run: ActiveRun) -> None:
+    """The run's headline: the best stack against the seed, measured fresh, interleaved, with its interval."""
+    seed = run.workspace.root
+    if not run.record.best_commit or run.record.best_commit == seed:
+        return
+    run.say(None, "confirm", "the best stack against the seed, side by side")
+    try:
+        m = evaluate(run, 0, incumbent(run), incumbent(run, seed), against="seed")
+    except BenchmarkError as e:
+        run.say(None, "confirm", f"failed: {e}")
+        return
+    run.update(headline=m.gain, headline_low=m.low, headline_high=_finite(m.high), noise=m.noise)
+    run.say(None, "confirm", f"best vs seed: {m.gain:.3f}× ({m.interval}) over {m.pairs} pairs")
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and value != float("inf") else None
 
 
 def limit_reached(run: ActiveRun) -> str | None:

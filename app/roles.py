@@ -32,7 +32,8 @@ class Verdict:
 
 @dataclass
 class Measurement:
-    """The Performance Evaluator's result: medians of interleaved repeats, and whether the gain is real."""
+    """The Performance Evaluator's result: interleaved pairs, the gain they estimate with its interval, and
+    whether the acceptance test found it real. noise: the spread of one pair's log-ratio in the run so far."""
 
     metric: str
     candidate: list[float]
@@ -44,18 +45,24 @@ class Measurement:
     accepted: bool
     extra: dict[str, float] = field(default_factory=dict)
     hints: list[str] = field(default_factory=list)
+    low: float | None = None
+    high: float | None = None
+    pairs: int = 0
+    why: str = ""
+
+    @property
+    def interval(self) -> str:
+        if self.low is None or self.high is None or self.high == float("inf"):
+            return "no interval yet"
+        return f"{self.low:.3f}–{self.high:.3f}×"
 
     @property
     def summary(self) -> str:
-        if self.accepted:
-            where = "faster beyond"
-        elif self.gain < 1 - self.noise:
-            where = "slower beyond"
-        else:
-            where = "within"
+        verdict = "accepted" if self.accepted else "rejected"
         return (
-            f"{self.metric} {self.candidate_median:.4g} vs {self.incumbent_median:.4g} side by side "
-            f"({self.gain:.3f}×, {where} the ±{self.noise:.1%} noise band)"
+            f"{self.metric} {self.candidate_median:.4g} vs {self.incumbent_median:.4g} side by side, "
+            f"{self.gain:.3f}× ({self.interval}) over {self.pairs or len(self.candidate)} pairs: {verdict}, "
+            f"{self.why or 'by the acceptance test'} (noise ±{self.noise:.1%} a pair)"
         )
 
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ISSUES = """CREATE TABLE IF NOT EXISTS issues (
     run_id TEXT, id INTEGER, title TEXT, detail TEXT, status TEXT, source TEXT, round INTEGER, history TEXT,
     PRIMARY KEY (run_id, id))"""
@@ -15,6 +15,14 @@ MIGRATIONS = {
     2: ["ALTER TABLE rounds ADD COLUMN gain REAL"],
     3: [ISSUES],
     4: ["ALTER TABLE rounds ADD COLUMN tree TEXT", "ALTER TABLE verdicts ADD COLUMN detail TEXT"],
+    5: [
+        "ALTER TABLE rounds ADD COLUMN low REAL",
+        "ALTER TABLE rounds ADD COLUMN high REAL",
+        "ALTER TABLE rounds ADD COLUMN pairs INTEGER",
+        "ALTER TABLE runs ADD COLUMN headline REAL",
+        "ALTER TABLE runs ADD COLUMN headline_low REAL",
+        "ALTER TABLE runs ADD COLUMN headline_high REAL",
+    ],
 }  # version: statements reaching it
 
 SCHEMA = """
@@ -22,10 +30,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, target TEXT, target_dir TEXT, executor TEXT, policy TEXT, status TEXT,
     metric TEXT, direction TEXT, baseline REAL, noise REAL, best REAL, best_commit TEXT,
-    dir TEXT, branch TEXT, pid INTEGER, started REAL, updated REAL, options TEXT, manifest TEXT);
+    dir TEXT, branch TEXT, pid INTEGER, started REAL, updated REAL, options TEXT, manifest TEXT,
+    headline REAL, headline_low REAL, headline_high REAL);
 CREATE TABLE IF NOT EXISTS rounds (
     run_id TEXT, n INTEGER, task TEXT, proposal TEXT, status TEXT, start_commit TEXT, commit_sha TEXT,
-    metric REAL, ratio REAL, gain REAL, reason TEXT, started REAL, ended REAL, tree TEXT, PRIMARY KEY (run_id, n));
+    metric REAL, ratio REAL, gain REAL, reason TEXT, started REAL, ended REAL, tree TEXT,
+    low REAL, high REAL, pairs INTEGER, PRIMARY KEY (run_id, n));
 CREATE TABLE IF NOT EXISTS verdicts (
     run_id TEXT, round INTEGER, role TEXT, passed INTEGER, reasons TEXT, ts REAL, detail TEXT);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -77,6 +87,9 @@ class Run:
     updated: float
     options: str
     manifest: str
+    headline: float | None = None
+    headline_low: float | None = None
+    headline_high: float | None = None
 
     @property
     def path(self) -> Path:
@@ -105,6 +118,9 @@ class Round:
     started: float
     ended: float | None
     tree: str | None = None
+    low: float | None = None
+    high: float | None = None
+    pairs: int | None = None
 
 
 @dataclass
@@ -235,6 +251,22 @@ class Store:
     def metrics(self, run_id: str, n: int) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM metrics WHERE run_id=? AND round=?", (run_id, n)).fetchall()
 
+    def pairs(self, run_id: str, name: str) -> list[tuple[bool, list[tuple[float, float]]]]:
+        """Each round's interleaved (incumbent, candidate) values of a metric, in the order measured, and whether
+        the pair is one stack twice (the baseline's consecutive calls)."""
+        rows = self.db.execute(
+            "SELECT round, side, repeat, value FROM metrics WHERE run_id=? AND name=? ORDER BY round, rowid",
+            (run_id, name),
+        ).fetchall()
+        found: dict[tuple[int, str], list[tuple[float, float]]] = {}
+        for a, b in zip(rows, rows[1:], strict=False):
+            same = a["side"] == b["side"] == "baseline" and a["repeat"] % 2 == 0 and b["repeat"] == a["repeat"] + 1
+            paired = a["round"] == b["round"] and a["repeat"] == b["repeat"] and "candidate" in (a["side"], b["side"])
+            if same or (paired and a["side"] != b["side"]):
+                first, second = (a, b) if same or b["side"] == "candidate" else (b, a)
+                found.setdefault((a["round"], first["side"]), []).append((first["value"], second["value"]))
+        return [(side == "baseline", pairs) for (_, side), pairs in found.items()]
+
     def event(self, run_id: str, n: int | None, kind: str, message: str) -> None:
         self.db.execute(
             "INSERT INTO events (run_id, round, ts, kind, message) VALUES (?,?,?,?,?)",
@@ -274,3 +306,30 @@ class Store:
             "UPDATE issues SET status=?, history=history || ? WHERE run_id=? AND id=?",
             (status, f"{note}\n" if note else "", run_id, issue_id),
         )
+
+    def set_options(self, run_id: str, **values) -> dict:
+        """Change some of a run's options (its budgets, mid-run) in its stored options JSON; the options after."""
+        with self.transaction():
+            row = self.db.execute("SELECT options FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no run '{run_id}'")
+            options = json.loads(row["options"] or "{}") | values
+            changed = (json.dumps(options), time.time(), run_id)
+            self.db.execute("UPDATE runs SET options=?, updated=? WHERE id=?", changed)
+        return options
+
+    def set_issue(self, run_id: str, issue_id: int, status: str, note: str) -> None:
+        """A user's change to a backlog item: parked (kept, not picked), open again, or dropped."""
+        if status not in ("parked", "open", "dropped"):
+            raise ValueError(f"an issue can be parked, opened or dropped, not {status!r}")
+        found = self.db.execute(
+            "UPDATE issues SET status=?, history=history || ? WHERE run_id=? AND id=?",
+            (status, f"{note}\n", run_id, issue_id),
+        )
+        if not found.rowcount:
+            raise StoreError(f"no issue #{issue_id} in run '{run_id}'")
+
+    def last_event_id(self, run_id: str, kind: str) -> int:
+        """The id of the run's latest event of this kind, 0 when there is none."""
+        row = self.db.execute("SELECT MAX(id) FROM events WHERE run_id=? AND kind=?", (run_id, kind)).fetchone()
+        return row[0] or 0

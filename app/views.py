@@ -18,7 +18,7 @@ def _num(value: float | None) -> str:
 
 
 def runs_table(runs: list[Run]) -> str:
-    rows = [("run", "target", "policy", "status", "metric", "baseline", "best", "ratio", "started")]
+    rows = [("run", "target", "policy", "status", "metric", "baseline", "best", "ratio", "confirmed", "started")]
     for r in runs:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started))
         rows.append(
@@ -31,20 +31,49 @@ def runs_table(runs: list[Run]) -> str:
                 _num(r.baseline),
                 _num(r.best),
                 _ratio(r.best_ratio),
+                _ratio(r.headline),
                 started,
             )
         )
     return _table(rows)
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return f"{low:.2f}–{high:.2f}" if low is not None and high is not None else "-"
+
+
 def rounds_table(run: Run, rounds: list[Round]) -> str:
-    rows = [("round", "task", "verdict", "metric", "vs incumbent", "vs baseline", "commit", "reason")]
+    rows = [
+        ("round", "task", "verdict", "metric", "vs incumbent", "interval", "pairs", "vs baseline", "commit", "reason")
+    ]
     for r in rounds:
         commit, reason = (r.commit_sha or "")[:10], (r.reason or "")[:90]
-        rows.append((str(r.n), r.task, r.status, _num(r.metric), _ratio(r.gain), _ratio(r.ratio), commit, reason))
+        interval, pairs = _interval(r.low, r.high), str(r.pairs) if r.pairs else "-"
+        rows.append(
+            (
+                str(r.n),
+                r.task,
+                r.status,
+                _num(r.metric),
+                _ratio(r.gain),
+                interval,
+                pairs,
+                _ratio(r.ratio),
+                commit,
+                reason,
+            )
+        )
     summary = f"baseline {_num(run.baseline)} · best {_num(run.best)} · ratio {_ratio(run.best_ratio)}"
-    summary += f" · noise band ±{run.noise:.1%}" if run.noise else ""
-    return _table(rows) + f"\n\n{run.metric} ({run.direction} is better): {summary}"
+    summary += f" · noise ±{run.noise:.1%} a pair" if run.noise else ""
+    return _table(rows) + f"\n\n{run.metric} ({run.direction} is better): {summary}\n{headline(run)}"
+
+
+def headline(run: Run) -> str:
+    """The run's headline: its best stack against the seed, confirmed side by side at the end of the run."""
+    if run.headline is None:
+        return "headline: not confirmed yet (the best stack is measured against the seed when the run ends)"
+    interval = _interval(run.headline_low, run.headline_high)
+    return f"headline: best vs seed {_ratio(run.headline)} ({interval}, confirmed side by side)"
 
 
 def verdicts_text(r: Round, verdicts: Sequence[sqlite3.Row]) -> str:
