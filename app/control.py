@@ -1,6 +1,8 @@
 """Steering a run from outside its process: pause, resume and stop requests the loop honours between roles and
-rounds, notes for the next round, and reverting a stopped run to an accepted round."""
+rounds, notes for the next round, new budgets taken up at the next step, parking or dropping a backlog item, and
+reverting a stopped run to an accepted round."""
 
+import json
 import shutil
 import time
 
@@ -27,7 +29,8 @@ def wanted(store: Store, run_id: str) -> str:
 
 
 def checkpoint(run, n: int | None = None) -> None:
-    """Called by the loop between roles and rounds: stop, or wait here while paused."""
+    """Called by the loop between roles and rounds: take up new budgets, stop, or wait here while paused."""
+    take_budgets(run, n)
     want = wanted(run.store, run.id)
     if want == "pause":
         run.update(status="paused")
@@ -41,6 +44,51 @@ def checkpoint(run, n: int | None = None) -> None:
         request(run.store, run.id, "")
         run.say(n, "stop", "stop requested")
         raise Stopped
+
+
+def set_budgets(store: Store, run_id: str, values: dict[str, int | float]) -> str:
+    """New budgets for a run (checked by app/budgets.py); a live run takes them up at its next step."""
+    from app import budgets
+
+    changed = {k: budgets.parse(k, str(v)) for k, v in values.items()}
+    store.set_options(run_id, **changed)
+    said = ", ".join(f"{budgets.BY_KEY[k].label} {v:g}" for k, v in changed.items())
+    store.event(run_id, None, "budgets", f"budgets set: {said}")
+    return said
+
+
+def take_budgets(run, n: int | None = None) -> None:
+    """After a `budgets` event (set_budgets, from outside), the stored budgets that differ from the run's."""
+    from app.budgets import BUDGETS
+
+    last = run.store.last_event_id(run.id, "budgets")
+    if last <= run.__dict__.get("budgets_seen", 0):
+        return
+    run.__dict__["budgets_seen"] = last
+    stored = json.loads(run.store.run(run.id).options or "{}")
+    for b in BUDGETS:
+        if b.key in stored and stored[b.key] != getattr(run.options, b.key):
+            run.say(n, "budgets", f"{b.label}: {getattr(run.options, b.key):g} → {stored[b.key]:g}")
+            setattr(run.options, b.key, stored[b.key])
+
+
+def park(store: Store, run_id: str, issue_id: int) -> str:
+    """Keep a backlog item out of the Orchestrator's picks until it is opened again."""
+    store.set_issue(run_id, issue_id, "parked", "parked by the user")
+    store.event(run_id, None, "backlog", f"issue #{issue_id} parked")
+    return f"issue #{issue_id} parked: the Orchestrator will not pick it (o opens it again)"
+
+
+def reopen_issue(store: Store, run_id: str, issue_id: int) -> str:
+    store.set_issue(run_id, issue_id, "open", "opened again by the user")
+    store.event(run_id, None, "backlog", f"issue #{issue_id} open again")
+    return f"issue #{issue_id} is open again"
+
+
+def drop(store: Store, run_id: str, issue_id: int) -> str:
+    store.set_issue(run_id, issue_id, "dropped", "dropped by the user")
+    store.event(run_id, None, "backlog", f"issue #{issue_id} dropped")
+    return f"issue #{issue_id} dropped"
 
 
 def add_note(store: Store, run_id: str, text: str) -> None:

@@ -1,28 +1,34 @@
 """The TUI driven with Pilot against real offline-tuner runs on the toy target, and against a fixed store."""
 
 import asyncio
+import json
+import os
 import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_tui_snapshots import fixture_store
 from textual.app import App
 from textual.widgets import DataTable
 
-from app import control
+from app import budgets, control
 from app.cli import cmd_tui, parser
+from app.run import Options
 from app.store import Store
 from app.tui import data
 from app.tui.app import AtelierApp
 from app.tui.compare import CompareScreen
-from app.tui.dialogs import Confirm, Help
+from app.tui.dialogs import Budgets, Confirm, Help
 from app.tui.launch import LaunchScreen
 from app.tui.run import RunScreen
 from app.tui.runs import RunsScreen
 from app.tui.tables import sync
-from conftest import atelier
+from app.tui.trend import Series, TrendChart
+from conftest import TOY, atelier
 from test_agents import key, llm  # noqa: F401 - the scripted LLM's fixtures
 from test_target import one_repeat
 
@@ -116,11 +122,21 @@ def test_steer_export_and_revert_a_real_run(finished, monkeypatch, tmp_path):
         await pilot.press("enter")
         screen = app.screen
         await until(pilot, lambda: screen.query_one("#rounds").row_count == 2)
-        await pilot.press("t", *"try a bigger batch", "enter")
-        await until(pilot, lambda: control.notes(store, run_id) == ["try a bigger batch"], what="the note")
+        await pilot.press("t")
+        assert app.screen is screen, "the tuner reads no notes: steering it asks nothing"
+        control.add_note(store, run_id, "try a bigger batch")
+        await pilot.press("b")
+        assert isinstance(app.screen, Budgets) and app.screen.query_one("#max_rounds").value == "2"
+        app.screen.query_one("#max_rounds").value = "0"
+        await pilot.press("enter")
+        assert "at least 1, not '0'" in str(app.screen.query_one("#budgets-error").content)
+        app.screen.query_one("#max_rounds").value = "5"
+        await pilot.press("enter")
+        await until(pilot, lambda: json.loads(store.run(run_id).options)["max_rounds"] == 5, what="the budget")
+        assert app.screen is screen and json.loads(store.run(run_id).options)["plateau"] == 6
         screen.query_one("#tabs").active = "tab-memory"
         memory = screen.query_one("#memory")
-        await until(pilot, lambda: "try a bigger batch" in memory.source, what="the note shown")
+        await until(pilot, lambda: "try a bigger batch" in str(memory.content), what="the note shown")
         screen.query_one("#tabs").active = "tab-rounds"
         await pilot.press("e", "enter")
         readme = tmp_path / f"atelier-{run_id}" / "README.md"
@@ -163,7 +179,7 @@ def test_launch_watch_pause_resume_stop_and_resume_a_live_run(quick_bundle, tmp_
     async def script(pilot):
         app = pilot.app
         notice = app.screen.query_one("#notice")
-        await until(pilot, lambda: "no store at" in str(notice.content), what="the missing-store message")
+        await until(pilot, lambda: "No runs yet: press n" in str(notice.content), what="the first screen's words")
         await pilot.press("n")
         form = app.screen
         assert isinstance(form, LaunchScreen)
@@ -265,7 +281,14 @@ def notice_for(db: Path) -> str:
 
 
 def test_missing_old_and_locked_stores_read_as_messages(tmp_path):
-    assert "no store at" in notice_for(tmp_path / "nowhere" / "atelier.db")
+    async def first_screen(pilot):
+        notice = pilot.app.screen.query_one("#notice")
+        await until(
+            pilot, lambda: str(notice.content) == "No runs yet: press n to launch one.", what="the README's words"
+        )
+        assert "error" not in notice.classes
+
+    drive(AtelierApp(tmp_path / "nowhere" / "atelier.db", poll=0.2), first_screen)
 
     old = tmp_path / "old.db"
     Store(old).db.execute("UPDATE meta SET value='0' WHERE key='schema_version'")
@@ -351,3 +374,116 @@ def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
         assert "→ edit(" in text and "→ submit(" in text
 
     drive(AtelierApp(home / "atelier.db"), script)
+
+
+def test_budgets_have_one_check_for_the_cli_and_the_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ATELIER_CONFIG", str(tmp_path / "none.toml"))
+    said = {}
+    for flag, value in (("--max-rounds", "0"), ("--max-rounds", "1.5"), ("--max-minutes", "-3")):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["run", "toy", flag, value])
+    for name, value in (("max_rounds", "1.5"), ("max_minutes", "-3"), ("plateau", "0")):
+        with pytest.raises(ValueError) as e:
+            budgets.parse(name, value)
+        said[name] = str(e.value)
+    assert said["max_rounds"] == "max rounds: expected a whole number of at least 1, not '1.5'"
+    assert said["max_minutes"] == "max minutes: expected a number of minutes above 0, not '-3'"
+    assert parser().parse_args(["run", "toy", "--max-minutes", "1.5", "--plateau", "2"]).max_minutes == 1.5
+
+    async def script(pilot):
+        await pilot.press("n")
+        form = pilot.app.screen
+        assert [i.placeholder for i in form.query(".budget")] == ["12", "60", "6"]
+        form.query_one("#target").value = str(TOY)
+        await pilot.pause(0.3)
+        form.query_one("#max_rounds").value = "1.5"
+        await pilot.pause()
+        check = str(form.query_one("#budget-check").content)
+        assert said["max_rounds"] in check and form.query_one("#start").disabled
+        await pilot.press("ctrl+s")
+        assert pilot.app.screen is form
+        pilot.app.deliver_screenshot("form.svg")
+        saved = tmp_path / "home" / "screenshots" / "form.svg"
+        await until(pilot, saved.exists, what="the screenshot saved although there is no ~/Downloads")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    drive(AtelierApp(poll=0.3), script, size=(80, 24))
+
+
+def test_trend_labels_match_the_points_and_few_points_are_bars():
+    class One(App):
+        def compose(self):
+            yield TrendChart()
+
+    async def script(pilot):
+        chart = pilot.app.query_one(TrendChart)
+        chart.series = (Series("r", ((1, 1.2, "accepted"), (2, 3.58, "accepted"), (3, 0.9, "rejected"))),)
+        await pilot.pause()
+        bars = [str(line) for line in chart.render().split()]
+        assert len(bars) == 4 and "round 2   ● accepted   3.58× █" in bars[2]
+        chart.series = (Series("r", chart.series[0].points + ((4, 2.0, "rejected"),)),)
+        await pilot.pause()
+        rows = [str(line) for line in chart.render().split()]
+        assert rows[0].startswith(" 3.58×│") and "●" in rows[0] and rows[-2].startswith(" 0.90×│") and "×" in rows[-2]
+
+    drive(One(), script, size=(60, 12))
+
+
+def test_a_launch_that_dies_is_reaped_and_its_error_read(tmp_path):
+    log = tmp_path / "launch.log"
+    script = "import sys; print('atelier run: error: argument --max-rounds: bad'); sys.exit(2)"
+    pid = data._spawn([sys.executable, "-c", script], log, dict(os.environ))
+    problem = data.failed_start(pid, log, wait_s=30)
+    assert problem.startswith("exit code 2: atelier run: error: argument --max-rounds: bad")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_budgets_and_backlog_changed_from_outside(tmp_path, monkeypatch):
+    db = fixture_store(tmp_path / "home", monkeypatch)
+    store = Store(db)
+    run_id = "toy-20260921-133320-a1b2"
+    with pytest.raises(ValueError, match="plateau: expected a whole number"):
+        control.set_budgets(store, run_id, {"plateau": 0})
+    assert control.set_budgets(store, run_id, {"max_rounds": 4, "max_minutes": 2.5}) == "max rounds 4, max minutes 2.5"
+    said: list[str] = []
+    playing = SimpleNamespace(store=store, id=run_id, options=Options(), say=lambda n, kind, m: said.append(m))
+    control.checkpoint(playing)
+    assert (playing.options.max_rounds, playing.options.max_minutes, playing.options.plateau) == (4, 2.5, 6)
+    assert said == ["max rounds: 12 → 4", "max minutes: 60 → 2.5"]
+    control.checkpoint(playing)
+    assert len(said) == 2
+    untouched = SimpleNamespace(store=store, id="toy-20260921-143320-c3d4", options=Options(max_rounds=20), say=None)
+    control.checkpoint(untouched)
+    assert untouched.options.max_rounds == 20, "budgets set in the run's own process stay until one is set outside"
+    first = store.add_issue(run_id, "compile the forward", "", "orchestrator", 1)
+    control.park(store, run_id, first)
+    assert store.issues(run_id)[0].status == "parked"
+    control.reopen_issue(store, run_id, first)
+    control.drop(store, run_id, first)
+    assert store.issues(run_id)[0].status == "dropped"
+    assert store.issues(run_id)[0].history.splitlines()[-1] == "dropped by the user"
+
+
+def test_a_launch_that_fails_is_shown_in_the_app(toy_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ATELIER_CONFIG", str(tmp_path / "none.toml"))
+    spawn = data._spawn
+    failing = "import sys; print('atelier: error: the [compile] step broke'); sys.exit(1)"
+    monkeypatch.setattr(data, "_spawn", lambda args, log, env: spawn([sys.executable, "-c", failing], log, env))
+
+    def said(app) -> str:
+        return "\n".join(n.message for n in app._notifications)
+
+    async def script(pilot):
+        await pilot.press("n")
+        form = pilot.app.screen
+        form.query_one("#target").value = str(toy_bundle)
+        await until(pilot, lambda: form.valid, what="the target validated")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "did not start" in said(pilot.app), timeout=30, what="the failure shown")
+        assert "exit code 1: atelier: error: the [compile] step broke" in said(pilot.app)
+        assert isinstance(pilot.app.screen, RunsScreen) and pilot.app.screen.waiting_for is None
+
+    drive(AtelierApp(poll=0.3), script)

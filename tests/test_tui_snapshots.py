@@ -12,7 +12,8 @@ from app.tui.app import AtelierApp
 from app.workspace import Workspace
 from conftest import TOY
 
-SIZE = (130, 36)
+SIZE = (160, 45)
+NARROW = (80, 24)
 T0 = 1_790_000_000.0  # 2026-09-21 13:33:20 UTC
 DIRECTION = "lower"
 
@@ -88,6 +89,11 @@ def fixture_store(home: Path, monkeypatch, extra_runs: int = 0) -> Path:
         (3, "cache=none", "failed", None, "judge: prompt 0: tokens differ from the reference"),
     ]
     add_rounds(store, main_id, rounds, {1: seed, 2: accepted}, {1: accepted, 2: rejected})
+    store.set_round(main_id, 2, gain=0.968, low=0.941, high=0.996, pairs=4)
+    store.add_verdict(main_id, 2, "judge", True, [], ["prompt 0: same tokens", "prompt 1: same tokens"])
+    for side, values in (("incumbent", (0.30, 0.29, 0.31, 0.30)), ("candidate", (0.31, 0.31, 0.30, 0.32))):
+        for repeat, value in enumerate(values):
+            store.add_metrics(main_id, 2, side, repeat, {"decode_s": value})
     for i, (kind, message) in enumerate([("baseline", "decode_s 0.9 (noise band ±5.0%)"), ("round", "task: cache=kv")]):
         store.db.execute("INSERT INTO events (run_id, round, ts, kind, message) VALUES (?,?,?,?,?)",
                          (main_id, None, T0 + i, kind, message))  # fmt: skip
@@ -158,6 +164,23 @@ async def open_run(pilot) -> None:
 
 def test_run_screen(stable, snap_compare):
     assert snap_compare(app_for(stable), terminal_size=SIZE, run_before=open_run)
+
+
+def test_runs_screen_at_80x24(stable, snap_compare):
+    assert snap_compare(app_for(stable), terminal_size=NARROW, run_before=settle)
+
+
+def test_run_screen_at_80x24(stable, snap_compare):
+    assert snap_compare(app_for(stable), terminal_size=NARROW, run_before=open_run)
+
+
+def test_round_detail_screen(stable, snap_compare):
+    async def detail(pilot):
+        await open_run(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+
+    assert snap_compare(app_for(stable), terminal_size=NARROW, run_before=detail)
 
 
 def test_diff_screen(stable, snap_compare):

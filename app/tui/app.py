@@ -8,7 +8,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from app.store import StoreError
+from app.store import StoreError, home
 from app.tui.data import Reader
 from app.tui.dialogs import Help
 from app.tui.runs import RunsScreen
@@ -51,6 +51,22 @@ class AtelierApp(App):
 
     def on_unmount(self) -> None:
         gc.unfreeze()
+
+    def notify(self, message, *, title="", severity="information", timeout=None, markup=False) -> None:
+        """Every notification is literal: messages carry paths, errors and agents' words (app/tui/literal.py)."""
+        from app.tui.literal import clean
+
+        super().notify(clean(message), title=clean(title), severity=severity, timeout=timeout, markup=False)
+
+    def deliver_screenshot(self, filename=None, path=None, time_format=None):
+        """Screenshots go to ~/Downloads when it exists, else to $ATELIER_HOME/screenshots; the path is shown."""
+        folder = Path(path) if path else Path.home() / "Downloads"
+        if not folder.is_dir():
+            folder = home() / "screenshots"
+            folder.mkdir(parents=True, exist_ok=True)
+        key = super().deliver_screenshot(filename, str(folder), time_format)
+        self.notify(f"screenshot saved in {folder}")
+        return key
 
     def action_help(self) -> None:
         if not isinstance(self.screen, Help):

@@ -38,6 +38,7 @@ class RunDetail:
     wanted: str
     events: list[sqlite3.Row] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    samples: str = ""
 
 
 class Reader:
@@ -94,12 +95,25 @@ def _detail(store: Store, run_id: str, after: int) -> RunDetail:
         row=row,
         rounds=rounds,
         usage=[dict(u) for u in store.usage(run.id)],
-        memory=memory.read_text() if memory.exists() else "(no memory.md)",
+        memory=_read(memory) if memory.exists() else "(no memory.md)",
         notes=control.notes(store, run.id),
         wanted=control.wanted(store, run.id),
         events=store.events(run.id, after),
         issues=store.issues(run.id),
+        samples=measuring(store, run, rounds) if row.status in LIVE else "",
     )
+
+
+def measuring(store: Store, run: Run, rounds: list[Round]) -> str:
+    """How far the step being measured is: the baseline's samples, or the running round's."""
+    if run.baseline is None:
+        n, what = 0, "baseline"
+    elif rounds and rounds[-1].status == "running":
+        n, what = rounds[-1].n, f"round {rounds[-1].n}"
+    else:
+        return ""
+    found = {(m["side"], m["repeat"]) for m in store.metrics(run.id, n)}
+    return f"{what}: {len(found)} benchmark calls measured" if found else ""
 
 
 def status(run: Run) -> str:
@@ -207,7 +221,11 @@ def resume(run_id: str) -> tuple[int, Path]:
     return _spawn([sys.executable, "-m", "app", "resume", run_id], log, env), log
 
 
+EXITED: dict[int, int] = {}  # pid: exit code, of the processes this TUI started that have ended
+
+
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> int:
+    """Start the process; a thread waits for it, so it never lingers as a zombie and its exit code is known."""
     import subprocess
 
     with log.open("w") as out:
@@ -215,7 +233,22 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> int:
             args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    threading.Thread(target=lambda: EXITED.__setitem__(proc.pid, proc.wait()), daemon=True).start()
     return proc.pid
+
+
+def failed_start(pid: int, log: Path, wait_s: float = 30.0) -> str:
+    """The error of a launched process that ended with a failure within wait_s (its log's last lines), else ""."""
+    deadline = time.monotonic() + wait_s
+    while pid not in EXITED and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not EXITED.get(pid):
+        return ""
+    try:
+        tail = [t for t in log.read_text(errors="replace").splitlines() if t.strip()][-3:]
+    except OSError:
+        tail = []
+    return f"exit code {EXITED[pid]}: " + (" / ".join(tail) or "no output") + f" (log: {log})"
 
 
 def options(run: Run) -> dict:
@@ -223,3 +256,9 @@ def options(run: Run) -> dict:
         return json.loads(run.options)
     except ValueError:
         return {}
+
+
+def _read(path: Path) -> str:
+    """A text file as written: a carriage return stays one (shown as \\x0d), not a line break."""
+    with path.open(newline="", errors="replace") as f:
+        return f.read()

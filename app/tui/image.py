@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from app import outputs
+from app.tui.literal import lit
 
 WIDTH = 32
 BLOCK = "▀"
@@ -37,12 +38,12 @@ def render(run_dir: Path, n: int) -> RenderableType:
     """Each case's image of round n beside the reference's; a sentence when the round kept none."""
     pairs = outputs.images(run_dir, n)
     if not pairs:
-        return Text(f"No images for round {n}: the checker kept none, or the round did not reach the checker.")
+        return lit(f"No images for round {n}: the checker kept none, or the round did not reach the checker.")
     grids = []
     for pair in pairs:
         grid = Table.grid(padding=(0, 2))
-        grid.add_row(Text(f"{pair.name} · round {n}", style="bold"), Text(f"{pair.name} · reference", style="bold"))
-        grid.add_row(*(half_blocks(p) if p else Text("(none)") for p in (pair.image, pair.reference)))
+        grid.add_row(lit(f"{pair.name} · round {n}", style="bold"), lit(f"{pair.name} · reference", style="bold"))
+        grid.add_row(*(half_blocks(p) if p else lit("(none)") for p in (pair.image, pair.reference)))
         grids.append(grid)
     return Group(*grids)
 

@@ -1,6 +1,8 @@
 """The launch form: a bundled or local target validated as you type, the executor, the policy, a model endpoint per
 role and budgets; start runs `python -m app run …` in its own session, so it survives closing the TUI."""
 
+import contextlib
+import threading
 from pathlib import Path
 
 from textual import on, work
@@ -10,13 +12,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
-from app import policies, target
+from app import budgets, policies, target
 from app.agents.config import ROLES
 from app.model import ModelError, locate
 from app.tui import choices, data
+from app.tui.literal import lit
 from backends.executor import ConfigError
-
-LIMITS = (("max_rounds", "max rounds", "12"), ("max_minutes", "max minutes", "60"), ("plateau", "plateau", "4"))
 
 
 def problems(name_or_path: str) -> tuple[list[str], str]:
@@ -57,13 +58,15 @@ class LaunchScreen(Screen):
         with VerticalScroll(id="launch"):
             yield Label("Target: a bundled name or a bundle folder")
             with Horizontal(classes="row"):
-                yield Select(bundled, prompt="bundled…", id="bundled", allow_blank=True)
+                yield Select([(lit(name), value) for name, value in bundled], prompt="bundled…", id="bundled",
+                             allow_blank=True)  # fmt: skip
                 yield Input(self.target_text, placeholder="targets/json-tiny or /path/to/bundle", id="target")
             yield Static("", id="target-check")
             with Horizontal(classes="row"):
                 with Vertical(classes="pick"):
                     yield Label("Executor")
-                    yield Select(self.choices.executors, value=choices.AS_TARGET, id="executor", allow_blank=False)
+                    executors = [(lit(label), value) for label, value in self.choices.executors]
+                    yield Select(executors, value=choices.AS_TARGET, id="executor", allow_blank=False)
                 with Vertical(classes="pick"):
                     yield Label("Policy")
                     yield Select([(policy_label(p), p) for p in policies.names()], value="tuner", id="policy",
@@ -77,12 +80,13 @@ class LaunchScreen(Screen):
             yield Static("", id="setup-check")
             yield Label("Budgets (empty: the default)")
             with Horizontal(classes="row"):
-                for key, label, default in LIMITS:
+                for b in budgets.BUDGETS:
                     with Vertical(classes="limit"):
-                        yield Label(label)
-                        yield Input(placeholder=default, id=key, type="number")
-            yield Button("Start [ctrl+s]", id="start", variant="primary", disabled=True)
-        yield Footer()
+                        yield Label(lit(b.label))
+                        yield Input(placeholder=f"{b.default:g}", id=b.key, classes="budget")
+            yield Static("", id="budget-check", classes="error")
+            yield Button(lit("Start [ctrl+s]"), id="start", variant="primary", disabled=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#target", Input).focus()
@@ -109,7 +113,21 @@ class LaunchScreen(Screen):
         self.valid = not found
         check = self.query_one("#target-check", Static)
         check.set_class(not self.valid, "error")
-        check.update("✓ " + about if self.valid else "\n".join(f"✗ {p}" for p in found))
+        check.update(lit("✓ " + about if self.valid else "\n".join(f"✗ {p}" for p in found)))
+        self.update_start()
+
+    def typed_budgets(self) -> dict[str, str]:
+        return {b.key: self.query_one(f"#{b.key}", Input).value for b in budgets.BUDGETS}
+
+    @on(Input.Changed, ".budget")
+    def budget_changed(self) -> None:
+        """The same rules and messages as `atelier run --max-rounds …` (app/budgets.py)."""
+        try:
+            budgets.parse_all(self.typed_budgets())
+            problem = ""
+        except ValueError as e:
+            problem = f"✗ {e}"
+        self.query_one("#budget-check", Static).update(lit(problem))
         self.update_start()
 
     def policy(self) -> str:
@@ -122,7 +140,7 @@ class LaunchScreen(Screen):
         for role in ROLES:
             select = self.query_one(f"#role-{role}", Select)
             options = [] if offline else self.choices.options(role)
-            select.set_options(options)
+            select.set_options([(lit(label), value) for label, value in options])
             select.prompt = "none: offline tuner" if offline else "none configured"
             select.disabled = offline or not options
             if options:
@@ -145,7 +163,7 @@ class LaunchScreen(Screen):
                     self.setup_problem = str(e)
         check = self.query_one("#setup-check", Static)
         check.set_class(bool(self.setup_problem), "error")
-        check.update(f"✗ {self.setup_problem}" if self.setup_problem else "")
+        check.update(lit(f"✗ {self.setup_problem}" if self.setup_problem else ""))
         self.update_start()
 
     def picks(self) -> dict[str, str]:
@@ -154,9 +172,16 @@ class LaunchScreen(Screen):
             role: value if isinstance(value, str) else self.choices.defaults[role] for role, value in picked.items()
         }
 
+    def budget_problem(self) -> str:
+        try:
+            budgets.parse_all(self.typed_budgets())
+        except ValueError as e:
+            return str(e)
+        return ""
+
     def update_start(self) -> None:
         blocked = bool(self.setup_problem) and self.policy() not in choices.OFFLINE
-        self.query_one("#start", Button).disabled = not self.valid or blocked
+        self.query_one("#start", Button).disabled = not self.valid or blocked or bool(self.budget_problem())
 
     def executor(self) -> str:
         value = self.query_one("#executor", Select).value
@@ -168,18 +193,41 @@ class LaunchScreen(Screen):
 
     def action_start(self) -> None:
         if self.query_one("#start", Button).disabled:
-            problem = self.setup_problem if self.valid else "the target has problems"
+            problem = self.budget_problem() or (self.setup_problem if self.valid else "the target has problems")
             self.notify(f"cannot start: {problem} (see the form)", severity="error")
             return
         name = self.query_one("#target", Input).value.strip()
         where = str(Path(name).resolve()) if Path(name, "target.toml").exists() else name
-        limits = {key: self.query_one(f"#{key}", Input).value.strip() for key, _, _ in LIMITS}
+        limits = {key: str(value) for key, value in budgets.parse_all(self.typed_budgets()).items()}
         settings = None
         if self.policy() not in choices.OFFLINE:
             settings = choices.settings(self.choices, self.picks())
-        pid, log = data.launch(where, self.policy(), limits, self.executor(), settings)
-        self.app.notify(f"started {name} in the background (pid {pid}); log: {log}", timeout=8)
+        try:
+            pid, log = data.launch(where, self.policy(), limits, self.executor(), settings)
+        except OSError as e:
+            self.notify(f"cannot start {name}: {e}", severity="error", timeout=10)
+            return
+        self.app.notify(f"starting {name} in the background (pid {pid}); log: {log}", timeout=8)
+        watch_start(self.app, pid, log, name)
         self.app.pop_screen()
         opener = getattr(self.app.screen, "open_when_started", None)
         if opener:
             opener(pid)
+
+
+def watch_start(app, pid: int, log: Path, name: str) -> None:
+    """A launched run that dies at once (a bad option, a broken target) is shown with its error, not left silent."""
+
+    def watch() -> None:
+        if problem := data.failed_start(pid, log):
+            with contextlib.suppress(RuntimeError):  # the app has closed meanwhile
+                app.call_from_thread(app.notify, f"{name} did not start: {problem}", severity="error", timeout=30)
+                app.call_from_thread(_stop_waiting, app, pid)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop_waiting(app, pid: int) -> None:
+    for screen in app.screen_stack:
+        if getattr(screen, "waiting_for", None) == pid:
+            screen.waiting_for = None

@@ -15,6 +15,8 @@ from app.tui.screen import AtelierScreen
 from app.tui.tables import sync
 
 COLUMNS = ("", "run", "target", "executor", "policy", "status", "rounds", "best ×", "cost", "started")
+NARROW = (0, 1, 2, 4, 5, 6, 7)  # the columns an 80-column terminal shows
+WIDE = 110
 SORTS = {
     "started": lambda r: -r.run.started,
     "best ×": lambda r: -(r.run.best_ratio or 0),
@@ -55,6 +57,7 @@ class RunsScreen(AtelierScreen):
         self.sort = "started"
         self.shown: list[tuple] = []
         self.waiting_for: int | None = None
+        self.columns: tuple[int, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,14 +65,24 @@ class RunsScreen(AtelierScreen):
         yield Input(placeholder="filter: any text in target, status, policy, id…", id="filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-summary")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name or "mark")
-        table.focus()
+        self.query_one(DataTable).focus()
         self.set_interval(self.atelier.poll, self.poll)
+
+    def on_resize(self) -> None:
+        """All the columns on a wide terminal, the ones that matter most on a narrow one."""
+        columns = tuple(range(len(COLUMNS))) if self.size.width >= WIDE else NARROW
+        if columns == self.columns:
+            return
+        self.columns = columns
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for i in columns:
+            table.add_column(COLUMNS[i], key=COLUMNS[i] or "mark")
+        self.shown = []
+        self.render_table()
 
     def on_screen_resume(self) -> None:
         self.load()
@@ -81,7 +94,7 @@ class RunsScreen(AtelierScreen):
     @work(thread=True, exclusive=True, group="runs")
     def load(self) -> None:
         try:
-            rows = self.atelier.reader.runs()
+            rows = self.atelier.reader.runs() if self.atelier.reader.path.exists() else []
         except StoreError as e:
             self.app.call_from_thread(self.show_error, str(e))
             return
@@ -104,10 +117,15 @@ class RunsScreen(AtelierScreen):
         self.render_table()
 
     def render_table(self) -> None:
+        if not self.columns:
+            return
         text = self.query_one("#filter", Input).value.lower()
         rows = [r for r in self.rows if not text or text in " ".join(cells(r, False)).lower()]
         rows.sort(key=SORTS[self.sort])
-        shown = [cells(r, r.id in self.marked) for r in rows]
+        live = sum(r.status in data.LIVE for r in self.rows)
+        summary = f"{len(rows)} of {len(self.rows)} runs · {live} going · sorted by {self.sort}"
+        self.put("#runs-summary", summary + (f" · {len(self.marked)} marked" * bool(self.marked)))
+        shown = [tuple(c for i, c in enumerate(cells(r, r.id in self.marked)) if i in self.columns) for r in rows]
         if shown == self.shown:
             return
         table = self.query_one(DataTable)
@@ -115,9 +133,6 @@ class RunsScreen(AtelierScreen):
         if sync(table, self.shown, shown, key=1) and current is not None and current in table.rows:
             table.move_cursor(row=table.get_row_index(current))
         self.shown = shown
-        live = sum(r.status in data.LIVE for r in self.rows)
-        summary = f"{len(rows)} of {len(self.rows)} runs · {live} going · sorted by {self.sort}"
-        self.put("#runs-summary", summary + (f" · {len(self.marked)} marked" * bool(self.marked)))
 
     def current(self) -> str | None:
         table = self.query_one(DataTable)

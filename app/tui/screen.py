@@ -1,7 +1,10 @@
 from typing import TYPE_CHECKING, cast
 
+from rich.text import Text
 from textual.screen import Screen
 from textual.widgets import Static
+
+from app.tui.literal import lit
 
 if TYPE_CHECKING:
     from app.tui.app import AtelierApp
@@ -14,9 +17,22 @@ class AtelierScreen(Screen):
     def atelier(self) -> "AtelierApp":
         return cast("AtelierApp", self.app)
 
-    def put(self, selector: str, text: str) -> None:
-        """Set a Static's text, only when it changed: an update lays the screen out again."""
+    def put(self, selector: str, text: "str | Text", layout: bool = True) -> None:
+        """Set a Static's text, literally (a str is never markup), only when it changed. An update that could change
+        the Static's height lays the screen out again; one with as many lines, none of them wrapping, does not."""
         shown = self.__dict__.setdefault("_put", {})
-        if shown.get(selector) != text:
-            shown[selector] = text
-            self.query_one(selector, Static).update(text)
+        text = lit(text)
+        before = shown.get(selector)
+        if before == text:
+            return
+        shown[selector] = text
+        static = self.query_one(selector, Static)
+        if layout and before is not None and static.size.width:
+            layout = not (_fits(before, static.size.width) and _fits(text, static.size.width)) or (
+                before.plain.count("\n") != text.plain.count("\n")
+            )
+        static.update(text, layout=layout)
+
+
+def _fits(text: Text, width: int) -> bool:
+    return all(len(line) < width for line in text.plain.split("\n"))

@@ -12,7 +12,7 @@ def text(run_dir: Path, n: int) -> str:
     folder = run_dir / "transcripts" / f"round-{n}"
     files = sorted(folder.glob("*.jsonl"), key=lambda p: (ROLES.index(p.stem) if p.stem in ROLES else 9, p.stem))
     profiles = sorted((run_dir / "profiles" / f"round-{n}").glob("*.txt"))
-    shown = [f"━━ profile: {p} ━━\n{p.read_text(errors='replace')}" for p in profiles]
+    shown = [f"━━ profile: {p} ━━\n{_read(p)}" for p in profiles]
     return "\n\n".join([role(path) for path in files] + shown)
 
 
@@ -46,3 +46,8 @@ def message(m: dict) -> str:
 
 def cut(value: str) -> str:
     return value if len(value) <= CUT else value[:CUT] + f" … [{len(value) - CUT} more characters]"
+
+
+def _read(path: Path) -> str:
+    with path.open(newline="", errors="replace") as f:
+        return f.read()
