@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from app import policies, target
+from app import budgets, doctor, policies, target
 from app.agents import config, local
 from app.export import ExportError, export
 from app.knobs import KnobError
@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     exp = _command(sub, "export", cmd_export, "write a run's best accepted stack as a standalone folder")
     exp.add_argument("run")
     exp.add_argument("--to", required=True, type=Path, dest="dest")
+    rep = _command(sub, "report", cmd_report, "write a run's story as one self-contained HTML file")
+    rep.add_argument("run")
+    rep.add_argument("--to", type=Path, dest="dest", metavar="FILE", help="default: report.html in the run's folder")
     srv = _command(sub, "serve", cmd_serve, "serve a run's best stack here in the foreground, as its export's run.sh")
     srv.add_argument("run")
     srv.add_argument("--host", help="address to listen on (default: the stack's own, 127.0.0.1)")
@@ -81,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("target")
     _command(sub, "targets", cmd_targets, "list the bundled targets")
     _command(sub, "skills", cmd_skills, "list the skills library and check every SKILL.md")
+    _command(sub, "doctor", lambda args: doctor.main(), "what this machine has for a run, with the fix for what lacks")
     remote = _command(sub, "remote", None, "remote executors from the config's [executors.NAME] tables")
     remote.set_defaults(handler=lambda args: remote.print_help() or 2)
     check = _command(remote.add_subparsers(metavar="ACTION"), "check", cmd_remote_check, "what a remote host lacks")
@@ -104,18 +108,25 @@ def _command(sub, name, handler, help):
 
 
 def _limits(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-rounds", type=int, help="stop after this many rounds (default 12)")
-    p.add_argument("--max-minutes", type=float, help="stop after this much time in rounds (default 60)")
-    p.add_argument("--plateau", type=int, help="stop after this many rounds without a gain (default 6)")
+    for b in budgets.BUDGETS:
+        flag = "--" + b.key.replace("_", "-")
+        p.add_argument(flag, type=_checked(b.key), metavar="N", help=f"{b.about} (default {b.default:g})")
     repeats = "benchmark calls measuring the baseline (default twice the target's repeats, at least 4)"
-    p.add_argument("--baseline-repeats", type=_count, metavar="N", help=repeats)
+    p.add_argument("--baseline-repeats", type=_checked("baseline_repeats"), metavar="N", help=repeats)
     p.add_argument("--verbose", action="store_true", help="stream checker and benchmark output")
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return int(text)
+def _checked(key: str):
+    """The budget's own check (app/budgets.py, shared with the TUI) as an argparse type."""
+    check = budgets.count if key not in budgets.BY_KEY or budgets.BY_KEY[key].whole else budgets.minutes
+
+    def parse(text: str) -> int | float:
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def _overrides(args, options: Options) -> Options:
@@ -225,6 +236,18 @@ def cmd_show(args) -> int:
 def cmd_export(args) -> int:
     dest = export(Store(), args.run, args.dest)
     print(f"atelier: exported to {dest} (see its README.md)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from app.report import write
+
+    try:
+        dest = write(Store(), args.run, args.dest)
+    except OSError as e:
+        print(f"atelier: error: cannot write the report: {e}", file=sys.stderr)
+        return 1
+    print(f"atelier: report written to {dest}")
     return 0
 
 

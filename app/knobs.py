@@ -4,6 +4,8 @@ from typing import Any
 
 import tomlkit
 
+from backends.platform import PLATFORMS
+
 FILE = "atelier.knobs.toml"
 
 
@@ -18,6 +20,11 @@ class Knob:
     default: Any
     help: str = ""
     when: dict[str, list[Any]] = field(default_factory=dict)
+    platforms: list[str] = field(default_factory=list)
+
+    def acts_on(self, platform: str) -> bool:
+        """Whether the knob can change anything on this platform (every platform when it names none)."""
+        return not self.platforms or platform in self.platforms
 
     def active(self, setting: dict[str, Any]) -> bool:
         """Whether the knob acts under this setting: each knob it names has one of the listed values."""
@@ -39,9 +46,18 @@ def read(workspace: Path) -> list[Knob]:
         if spec["default"] not in spec["values"]:
             raise KnobError(f"{path}: knob '{name}' default {spec['default']!r} is not among its values")
         when = {k: v if isinstance(v, list) else [v] for k, v in spec.get("when", {}).items()}
-        knobs.append(Knob(name, list(spec["values"]), spec["default"], spec.get("help", ""), when))
+        platforms = _platforms(path, name, spec.get("platforms", []))
+        knobs.append(Knob(name, list(spec["values"]), spec["default"], spec.get("help", ""), when, platforms))
     _check_when(path, knobs)
     return knobs
+
+
+def _platforms(path: Path, name: str, declared) -> list[str]:
+    declared = declared if isinstance(declared, list) else [declared]
+    unknown = [p for p in declared if p not in PLATFORMS]
+    if unknown:
+        raise KnobError(f"{path}: knob '{name}' platforms {unknown!r}: expected some of {', '.join(PLATFORMS)}")
+    return declared
 
 
 def _check_when(path: Path, knobs: list[Knob]) -> None:

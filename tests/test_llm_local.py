@@ -8,9 +8,10 @@ import pytest
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 from mlx_lm.tool_parsers import json_tools
 
-from app.agents.local import DEFAULT, LocalServer, LocalServerError, link_model, parse, prepare
+from app.agents.local import CODER, DEFAULT, WEAK, LocalServer, LocalServerError, link_model, parse, prepare, resolve
 from app.model import ModelError
 from app.target import Model
+from backends.platform import STAND_IN
 from conftest import atelier, rows
 
 READ_FILE = {
@@ -46,6 +47,23 @@ def test_default_model_is_smollm2_converted_once(model_dir, models_dir, gguf_pat
     assert prepare(parse(f"local:{gguf_path}")) == folder
     assert prepare(parse(f"local:{folder}")) == folder
     assert [p.name for p in models_dir.iterdir()] == [folder.name]
+
+
+@pytest.mark.parametrize("where", ["macos-metal", "linux-cpu"])
+def test_plain_local_serves_smollm2_and_says_it_is_weak_unless_a_mac_gpu_fetches_the_coder(
+    where, model_dir, models_dir, tmp_path, monkeypatch, capsys
+):
+    """On a Mac's GPU `local` asks the hub for the coding model; here the hub cannot be reached (no network), so it
+    falls back, as it does on a CPU, to SmolLM2 with one line on what that means."""
+    monkeypatch.setenv("ATELIER_HOME", str(models_dir.parent))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv(STAND_IN, where)
+    assert resolve("local") == model_dir
+    said = capsys.readouterr().err
+    assert WEAK in said
+    tried = f"{CODER.hub} could not be had (cannot fetch '{CODER.hub}' from the hub"
+    assert (tried in said) == (where == "macos-metal"), said
+    assert resolve(f"local:{model_dir}") == model_dir and capsys.readouterr().err == ""
 
 
 def test_model_folder_gets_a_tool_template(model_dir, tmp_path):

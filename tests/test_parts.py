@@ -7,7 +7,8 @@ import time
 import pytest
 
 from app import knobs, readonly, target
-from app.evaluator import noise_band, parse_metrics
+from app.bench.acceptancebench import noise_band
+from app.evaluator import parse_metrics
 from app.store import SCHEMA_VERSION, Store, StoreError
 from app.workspace import Workspace
 from backends.local.executor import TorchExecutor
@@ -180,7 +181,11 @@ def tuner_run(tmp_path, declared: str):
     (tmp_path / knobs.FILE).write_text(declared)
     record = SimpleNamespace(best_commit="c0")
     return SimpleNamespace(
-        id="r", store=Store(tmp_path / "a.db"), workspace=SimpleNamespace(path=tmp_path), record=record
+        id="r",
+        store=Store(tmp_path / "a.db"),
+        workspace=SimpleNamespace(path=tmp_path),
+        record=record,
+        executor=SimpleNamespace(kind="mlx"),
     )
 
 

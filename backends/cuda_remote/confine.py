@@ -4,9 +4,11 @@ environment (filtered there, where the values are)."""
 from collections.abc import Sequence
 from pathlib import Path
 
+from backends import bwrap
+from backends.allowlist import Spec
 from backends.cuda_remote.ssh import Ssh
 from backends.executor import Sandbox
-from backends.sandbox import CONFINED_ENV, KEEP, KEEP_PREFIXES, SandboxError, bwrap
+from backends.sandbox import CONFINED_ENV, KEEP, KEEP_PREFIXES, TOOLCHAIN, SandboxError
 
 PROBE = "bwrap --ro-bind / / --dev /dev --proc /proc --unshare-net -- true"
 PREFIXES = "import os, sys; print(os.path.realpath(sys.prefix)); print(os.path.realpath(sys.base_prefix))"
@@ -45,10 +47,11 @@ def wrap(
 
 def prefix(python: str, sandbox: Sandbox, passed: Sequence[str] = (), interpreter: Sequence[str] = ()) -> list[str]:
     """The remote argv prefix up to the command: the environment filter, then bubblewrap."""
-    readable = [str(p) for p in (*sandbox.readable, *interpreter)]
-    writable = [str(p) for p in sandbox.writable]
-    argv = bwrap(str(sandbox.workspace), writable, readable, sandbox, (), masked_files=MASKED_FILES,
-                 masked_dirs=MASKED_DIRS)  # fmt: skip
+    readable = tuple(str(p) for p in (*sandbox.readable, *interpreter))
+    writable = tuple(str(p) for p in sandbox.writable)
+    spec = Spec(str(sandbox.workspace), writable, readable, TOOLCHAIN, MASKED_FILES, MASKED_DIRS,
+                whole=sandbox.whole, network=sandbox.network)  # fmt: skip
+    argv = bwrap.arguments(spec)
     if not sandbox.whole:
         argv += [arg for key, value in CONFINED_ENV.items() for arg in ("--setenv", key, value)]
     names = [",".join(sorted(KEEP)), ",".join(passed) or "-", ",".join(KEEP_PREFIXES)]
