@@ -113,6 +113,8 @@ def _limits(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=_checked(b.key), metavar="N", help=f"{b.about} (default {b.default:g})")
     repeats = "benchmark calls measuring the baseline (default twice the target's repeats, at least 4)"
     p.add_argument("--baseline-repeats", type=_checked("baseline_repeats"), metavar="N", help=repeats)
+    confirm = "skip the end-of-run confirmation of the best stack against the seed (the headline stays unconfirmed)"
+    p.add_argument("--no-confirm", dest="confirm", action="store_false", default=None, help=confirm)
     p.add_argument("--verbose", action="store_true", help="stream checker and benchmark output")
 
 
@@ -130,7 +132,7 @@ def _checked(key: str):
 
 
 def _overrides(args, options: Options) -> Options:
-    for key in ("max_rounds", "max_minutes", "plateau", "baseline_repeats"):
+    for key in ("max_rounds", "max_minutes", "plateau", "baseline_repeats", "confirm"):
         if getattr(args, key) is not None:
             setattr(options, key, getattr(args, key))
     return options

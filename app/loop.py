@@ -120,6 +120,9 @@ def confirm(run: ActiveRun) -> None:
     seed = run.workspace.root
     if not run.record.best_commit or run.record.best_commit == seed:
         return
+    if not run.options.confirm:
+        run.say(None, "confirm", "skipped (--no-confirm): the headline is not confirmed")
+        return
     run.say(None, "confirm", "the best stack against the seed, side by side")
     try:
         m = evaluate(run, 0, incumbent(run), incumbent(run, seed), against="seed")

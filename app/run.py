@@ -30,6 +30,7 @@ class Options:
     plateau: int = 6
     attempts: int = 1
     baseline_repeats: int = 0  # 0: twice the target's repeats, at least 4
+    confirm: bool = True  # the best stack measured against the seed when the run ends: the headline
     llm: str = ""  # local[:MODEL]: the agents' LLM served here for the run
 
     def to_json(self) -> str:

@@ -1,6 +1,9 @@
+import json
 import math
 import random
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +12,7 @@ from app.evaluator import evaluate, run_noise
 from app.policies import tuner
 from app.store import SCHEMA_VERSION, Round, Run, Store
 from app.views import rounds_table
+from conftest import ROOT
 
 
 def test_t_quantiles_match_the_tables():
@@ -128,3 +132,23 @@ def test_the_tuner_pairs_only_changes_whose_interval_still_reaches_the_minimum_g
         {"from": current, "changes": {"a": 2}, "gain": 0.9, "high": 1.1},  # slower
     ]
     assert tuner._promising(current, rounds) == [{"b": 1}, {"c": 1}]
+
+
+@pytest.mark.slow
+def test_bench_acceptance_measures_real_pools_then_replays_them_the_same_way(tmp_path):
+    """One real pair per kind and condition through the toy's harness, then the replay: the same pools give the same
+    figures, and both rules are reported on the same draws."""
+    out, again = tmp_path / "first.json", tmp_path / "again.json"
+    bench = [sys.executable, "-m", "app", "bench", "acceptance", "--pairs", "1", "--runs", "20", "--rounds", "3"]
+    first = subprocess.run([*bench, "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    saved = json.loads(out.read_text())
+    assert set(saved["pools"]) == {"idle", "loaded"}
+    for pool in saved["pools"].values():
+        assert set(pool["kinds"]) == {"A/A", "+5%", "+10%", "+20%"}
+        assert all(len(pairs) == 1 and min(pairs[0]) > 0 for pairs in pool["kinds"].values())
+    for word in ("idle: mean load", "loaded: mean load", "pool +10%", "sequential", "today"):
+        assert word in first.stdout, first.stdout
+    replayed = subprocess.run([*bench, "--pools", str(out), "--out", str(again)], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)  # fmt: skip
+    assert replayed.returncode == 0 and json.loads(again.read_text()) == saved, replayed.stderr

@@ -294,7 +294,16 @@ def quick_bundle(folder: Path) -> Path:
 def test_the_tuner_finds_batching_gains_on_llama_h100_tiny(home, tmp_path):
     bundle = quick_bundle(tmp_path)
     result = atelier(
-        "run", str(bundle), "--max-rounds", "1", "--baseline-repeats", "2", home=home, timeout=3600, check=True
+        "run",
+        str(bundle),
+        "--max-rounds",
+        "1",
+        "--baseline-repeats",
+        "2",
+        "--no-confirm",
+        home=home,
+        timeout=3600,
+        check=True,
     )
     [run] = rows(home, "SELECT * FROM runs")
     rounds = rows(home, "SELECT * FROM rounds ORDER BY n")

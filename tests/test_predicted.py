@@ -233,7 +233,7 @@ def test_tiny_target_runs_over_ssh_with_the_tuner(server, tmp_path, monkeypatch,
     models_dir.mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(models_dir)
     result = atelier("run", str(bundle), "--executor", "cuda_remote:box", "--max-rounds", "1", "--baseline-repeats",
-                     "2", home=home, timeout=3000)  # fmt: skip
+                     "2", "--no-confirm", home=home, timeout=3000)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = rows(home, "SELECT * FROM runs")
     assert run["status"] == "done" and run["executor"] == "cuda_remote:box" and run["baseline"] > 0

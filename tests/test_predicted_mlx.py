@@ -264,7 +264,16 @@ def test_twin_run_with_the_tuner_accepts_predicted_outputs(tmp_path, home):
     once_per_side(bundle / "target.toml")
     only_predicted_left(bundle / "seed" / "atelier.knobs.toml")
     result = atelier(
-        "run", str(bundle), "--max-rounds", "1", "--baseline-repeats", "2", "--verbose", home=home, timeout=3000
+        "run",
+        str(bundle),
+        "--max-rounds",
+        "1",
+        "--baseline-repeats",
+        "2",
+        "--no-confirm",
+        "--verbose",
+        home=home,
+        timeout=3000,
     )
     assert result.returncode == 0 and "round   1  accepted" in result.stdout, result.stdout + result.stderr
     assert re.search(r"\| CHECK PASS 1 cases, .* [1-9]\d*% of tokens from accepted predicted tokens", result.stdout)

@@ -32,6 +32,7 @@ def test_tuner_run_finds_a_real_gain_and_exports_it(toy, home, tmp_path):
     assert f"baseline {run['baseline']:.4g}" in shown and f"best {run['best']:.4g}" in shown
     assert f"ratio {run['baseline'] / run['best']:.2f}×" in shown
     assert "cache=kv" in shown and "accepted" in shown
+    assert run["headline_low"] > 1 and f"headline: best vs seed {run['headline']:.2f}×" in shown, shown
     assert f"cores {os.cpu_count()}" in next(line for line in shown.splitlines() if line.startswith("hardware: "))
 
     dest = tmp_path / "export"

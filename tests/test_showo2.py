@@ -300,7 +300,17 @@ def test_the_tuner_run_on_showo2_tiny_ends_with_an_accepted_faster_round(home, t
     shutil.copytree(TARGET, bundle, ignore=shutil.ignore_patterns("__pycache__"))
     (bundle / "target.toml").write_text((TARGET / "target.toml").read_text().replace("repeats = 2", "repeats = 1"))
     result = atelier(
-        "run", str(bundle), "--policy", "tuner", "--max-rounds", "3", "--baseline-repeats", "2", home=home, timeout=3600
+        "run",
+        str(bundle),
+        "--policy",
+        "tuner",
+        "--max-rounds",
+        "3",
+        "--baseline-repeats",
+        "2",
+        "--no-confirm",
+        home=home,
+        timeout=3600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     accepted = rows(home, "SELECT gain FROM rounds WHERE status = 'accepted' AND n > 0")
