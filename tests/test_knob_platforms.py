@@ -2,6 +2,7 @@
 runs. The platform is a stand-in (ATELIER_PLATFORM), the walk is the real tuner on a real run and store."""
 
 import itertools
+import shutil
 import sys
 
 import pytest
@@ -13,6 +14,7 @@ from app.store import Store
 from app.target import load
 from backends import platform
 from backends.platform import STAND_IN
+from conftest import ROOT
 
 KNOBS = """
 [weights]
@@ -70,3 +72,12 @@ def test_an_unknown_platform_is_named(tmp_path):
     (tmp_path / knobs.FILE).write_text(KNOBS.replace('["linux-cpu"]', '["linux-cpu", "windows"]'))
     with pytest.raises(knobs.KnobError, match=r"knob 'blas' platforms \['windows'\]: expected some of linux-cpu"):
         knobs.read(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["macos-metal", "linux-cpu"])
+@pytest.mark.parametrize("bundle", ["json-tiny", "predicted-outputs-mlx", "showo2-tiny"])
+def test_the_tuner_proposes_blas_for_a_bundled_seed_only_on_a_linux_cpu(run, monkeypatch, bundle, where):
+    shutil.copy(ROOT / "targets" / bundle / "seed" / knobs.FILE, run.workspace.path / knobs.FILE)
+    monkeypatch.setenv(STAND_IN, where)
+    proposed = walk(run)
+    assert proposed and any("blas" in c for c in proposed) == (where == "linux-cpu"), proposed
