@@ -151,7 +151,13 @@ def ready_url(process: subprocess.Popen) -> tuple[str, str, list[str]]:
 def serve(run_id: str, home: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     env = {**(env or os.environ), "ATELIER_HOME": str(home), "ATELIER_CONFIG": os.devnull}
     command = [sys.executable, "-m", "app", "serve", run_id, "--port", "0", *args]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, preexec_fn=at_a_terminal)
+
+
+def at_a_terminal() -> None:
+    """Ctrl-C reaches the server as it would from a terminal, even when these tests run as a background job (which
+    starts with SIGINT ignored, and a Python started so keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stopped_by_sigint(process: subprocess.Popen, url: str, run_dir: Path) -> None:
