@@ -104,7 +104,7 @@ def test_issues_run_accepts_a_real_gain_and_orchestrates_the_next_issue(toy, llm
     llm.add("judge", call("read", path="decode.py"), PASS)
     llm.add("evaluator", evaluator_reading(new_issues=[{"title": "profile the prefill", "detail": ""}]))
 
-    result = atelier("run", str(toy), "--max-rounds", "2", home=home, check=True)
+    result = atelier("run", str(toy), "--max-rounds", "2", "--no-confirm", home=home, check=True)
     assert "using --policy issues" in result.stdout
     [run] = rows(home, "SELECT * FROM runs")
     assert run["policy"] == "issues" and run["status"] == "done"
@@ -163,7 +163,7 @@ def test_ralph_runs_the_standing_task_end_to_end(toy, llm, home):
     llm.add("implementer", *faster_implementer())
     llm.add("judge", PASS)
     llm.add("evaluator", evaluator_reading())
-    atelier("run", str(toy), "--policy", "ralph", "--max-rounds", "1", home=home, check=True)
+    atelier("run", str(toy), "--policy", "ralph", "--max-rounds", "1", "--no-confirm", home=home, check=True)
     [run] = rows(home, "SELECT * FROM runs")
     [round_] = rows(home, "SELECT * FROM rounds")
     assert run["policy"] == "ralph" and round_["status"] == "accepted"

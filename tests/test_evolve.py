@@ -65,7 +65,9 @@ def test_evolve_run_grows_a_population_and_resumes_deterministically(toy, llm, h
     llm.add("implementer", *faster_implementer(), *kv_with_a_pause(), submit_change("nothing more", []))
     llm.add("judge", PASS, PASS)
     llm.add("evaluator", evaluator_reading(), evaluator_reading())
-    atelier("run", str(one_repeat(toy)), "--policy", "evolve", "--max-rounds", "2", home=home, check=True)
+    atelier(
+        "run", str(one_repeat(toy)), "--policy", "evolve", "--max-rounds", "2", "--no-confirm", home=home, check=True
+    )
     [run] = rows(home, "SELECT * FROM runs")
     first, second = rows(home, "SELECT * FROM rounds ORDER BY n")
     workspace = Path(run["dir"]) / "workspace"

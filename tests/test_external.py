@@ -63,7 +63,9 @@ def test_an_external_agent_implements_a_real_gain(harness, toy, home, tmp_path, 
         )
         server.add("judge", PASS)
         server.add("evaluator", evaluator_reading())
-        atelier("run", str(one_repeat(toy)), "--policy", "ralph", "--max-rounds", "1", home=home, check=True)
+        atelier(
+            "run", str(one_repeat(toy)), "--policy", "ralph", "--max-rounds", "1", "--no-confirm", home=home, check=True
+        )
     finally:
         server.close()
     [run] = rows(home, "SELECT * FROM runs")

@@ -437,7 +437,7 @@ def test_toy_run_over_ssh(server, toy, tmp_path, monkeypatch, home):
     configure(server, tmp_path, monkeypatch)
     toml = toy / "target.toml"
     toml.write_text(toml.read_text().replace('executor = "mlx"', 'executor = "cuda_remote:box"'))
-    result = atelier("run", str(toy), "--max-rounds", "1", home=home, timeout=900)
+    result = atelier("run", str(toy), "--max-rounds", "1", "--no-confirm", home=home, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = rows(home, "SELECT * FROM runs")
     assert run["status"] == "done" and run["executor"] == "cuda_remote:box" and run["baseline"] > 0

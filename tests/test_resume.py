@@ -12,7 +12,7 @@ from test_target import one_repeat
 def test_sigkill_mid_round_then_resume_loses_nothing(toy, home):
     env = {**os.environ, "ATELIER_HOME": str(home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", str(one_repeat(toy)), "--max-rounds", "2"],
+        [sys.executable, "-m", "app", "run", str(one_repeat(toy)), "--max-rounds", "2", "--no-confirm"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for(home, "SELECT * FROM events WHERE round=2 AND kind='implement'")  # the candidate is being judged

@@ -47,7 +47,7 @@ def quick_bundle(tmp_path_factory, toy_bundle) -> Path:
 def finished(tmp_path_factory, quick_bundle) -> tuple[Path, str]:
     """One real two-round run, made once for the module."""
     home = tmp_path_factory.mktemp("tui-home")
-    atelier("run", str(quick_bundle), "--max-rounds", "2", home=home, check=True)
+    atelier("run", str(quick_bundle), "--max-rounds", "2", "--no-confirm", home=home, check=True)
     [run] = Store(home / "atelier.db").runs()
     return home, run.id
 
@@ -356,7 +356,7 @@ def test_backlog_and_transcripts_of_an_llm_run(toy, llm, home):  # noqa: F811
     llm.add("implementer", *faster_implementer())
     llm.add("judge", PASS)
     llm.add("evaluator", evaluator_reading())
-    atelier("run", str(one_repeat(toy)), "--max-rounds", "1", home=home, check=True)
+    atelier("run", str(one_repeat(toy)), "--max-rounds", "1", "--no-confirm", home=home, check=True)
     [run] = Store(home / "atelier.db").runs()
 
     async def script(pilot):
