@@ -141,13 +141,20 @@ def diff(run: Run, r: Round) -> str:
     import git
 
     try:
-        repo = git.Repo(run.path / "workspace")
-        commit = r.commit_sha or _ref(repo, f"refs/atelier/rejected/{r.n}")
-        if not commit or not r.start_commit:
-            return ""
-        return repo.git.diff(r.start_commit, commit)
+        return change(run, r) or ""
     except (git.GitError, OSError, ValueError) as e:
         return f"(cannot read the diff: {e})"
+
+
+def change(run: Run, r: Round, *options: str) -> str | None:
+    """`git diff [options]` of the round's commit against its start commit; None when the round recorded none."""
+    import git
+
+    repo = git.Repo(run.path / "workspace")
+    commit = r.commit_sha or _ref(repo, f"refs/atelier/rejected/{r.n}")
+    if not commit or not r.start_commit:
+        return None
+    return repo.git.diff(*options, r.start_commit, commit)
 
 
 def _ref(repo, name: str) -> str | None:

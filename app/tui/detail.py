@@ -69,16 +69,13 @@ def profiles(run: Run, n: int) -> str:
 def files_changed(run: Run, r: Round) -> str:
     import git
 
-    from app.tui.data import _ref
+    from app.tui.data import change
 
     try:
-        repo = git.Repo(run.path / "workspace")
-        commit = r.commit_sha or _ref(repo, f"refs/atelier/rejected/{r.n}")
-        if not commit or not r.start_commit:
-            return "(no change recorded)"
-        return repo.git.diff("--stat", r.start_commit, commit) or "(no change)"
+        stat = change(run, r, "--stat")
     except (git.GitError, OSError, ValueError) as e:
         return f"(cannot read the change: {e})"
+    return "(no change recorded)" if stat is None else stat or "(no change)"
 
 
 class RoundScreen(AtelierScreen):
