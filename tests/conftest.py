@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "targets" / "toy"
 TARGET = ROOT / "targets" / "json-tiny"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# one tuner round on real weights: a baseline of two calls, no end-of-run confirmation (its own tests check it)
+ONE_ROUND = ("--max-rounds", "1", "--baseline-repeats", "2", "--no-confirm")
 
 
 @pytest.fixture(scope="module", autouse=True)

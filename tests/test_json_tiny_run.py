@@ -13,7 +13,7 @@ import pytest
 import tomlkit
 from test_json_seed import ask, ready_port
 
-from conftest import ROOT, atelier, rows
+from conftest import ONE_ROUND, ROOT, atelier, rows
 
 TICKET = {
     "type": "object",
@@ -56,8 +56,7 @@ def test_json_tiny_run_accepts_openblas_and_exports(tmp_path, home):
     one_case_each(bundle)
     once_per_side(bundle / "target.toml")
     only_blas_left(bundle / "seed" / "atelier.knobs.toml")
-    result = atelier("run", str(bundle), "--max-rounds", "1", "--baseline-repeats", "2", "--no-confirm", "--verbose",
-                     home=home, timeout=1500, check=True)  # fmt: skip
+    result = atelier("run", str(bundle), *ONE_ROUND, "--verbose", home=home, timeout=1500, check=True)
     assert "round   1  accepted" in result.stdout, result.stdout
     assert "| CHECK PASS 1 schemas" in result.stdout and "| METRIC checked_outputs 1" in result.stdout
 

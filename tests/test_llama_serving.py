@@ -18,7 +18,7 @@ from app import knobs
 from app.target import check
 from backends import sandbox
 from backends.executor import Sandbox
-from conftest import ROOT, atelier, rows
+from conftest import ONE_ROUND, ROOT, atelier, rows
 
 TINY = ROOT / "targets" / "llama-h100-tiny"
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -293,18 +293,7 @@ def quick_bundle(folder: Path) -> Path:
 @pytest.mark.slow
 def test_the_tuner_finds_batching_gains_on_llama_h100_tiny(home, tmp_path):
     bundle = quick_bundle(tmp_path)
-    result = atelier(
-        "run",
-        str(bundle),
-        "--max-rounds",
-        "1",
-        "--baseline-repeats",
-        "2",
-        "--no-confirm",
-        home=home,
-        timeout=3600,
-        check=True,
-    )
+    result = atelier("run", str(bundle), *ONE_ROUND, home=home, timeout=3600, check=True)
     [run] = rows(home, "SELECT * FROM runs")
     rounds = rows(home, "SELECT * FROM rounds ORDER BY n")
     assert [r["task"] for r in rounds][:1] == ["max_batch=4"], result.stdout

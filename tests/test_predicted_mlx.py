@@ -19,7 +19,7 @@ from test_json_tiny_run import once_per_side
 
 from app import knobs
 from app.target import check
-from conftest import ROOT, atelier, rows
+from conftest import ONE_ROUND, ROOT, atelier, rows
 
 TWIN = ROOT / "targets" / "predicted-outputs-mlx"
 SEED_MODULES = ("blas", "engine", "knobs", "prediction", "serve", "server")
@@ -263,18 +263,7 @@ def test_twin_run_with_the_tuner_accepts_predicted_outputs(tmp_path, home):
     short_suite(bundle)
     once_per_side(bundle / "target.toml")
     only_predicted_left(bundle / "seed" / "atelier.knobs.toml")
-    result = atelier(
-        "run",
-        str(bundle),
-        "--max-rounds",
-        "1",
-        "--baseline-repeats",
-        "2",
-        "--no-confirm",
-        "--verbose",
-        home=home,
-        timeout=3000,
-    )
+    result = atelier("run", str(bundle), *ONE_ROUND, "--verbose", home=home, timeout=3000)
     assert result.returncode == 0 and "round   1  accepted" in result.stdout, result.stdout + result.stderr
     assert re.search(r"\| CHECK PASS 1 cases, .* [1-9]\d*% of tokens from accepted predicted tokens", result.stdout)
     assert "| METRIC checked_outputs 1" in result.stdout
